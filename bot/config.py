@@ -1,0 +1,229 @@
+"""Configuration from the environment (and an optional .env file). The names are a contract: see the README."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import parse_qs, unquote, urlsplit
+
+DEFAULT_PLATFORM_DOMAIN = "mail.connectplex.com"
+DEFAULT_SLACK_API_URL = "https://slack.com/api/"
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+_DOMAIN = re.compile(r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$")
+
+
+class ConfigError(Exception):
+    """A setting is missing or malformed. `variable` names it; str() is one line for the operator."""
+
+    def __init__(self, variable: str, problem: str) -> None:
+        super().__init__(f"{variable}: {problem}")
+        self.variable = variable
+
+
+@dataclass(frozen=True)
+class HostPort:
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class RelaySettings:
+    """Where the platform hands mail it sends for platform-domain identities and its own notices."""
+
+    host: str
+    port: int
+    security: str  # "starttls", "ssl" or "none"
+    username: str | None = field(default=None)
+    password: str | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True)
+class Settings:
+    slack_bot_token: str | None
+    slack_signing_secret: str | None
+    slack_app_token: str | None
+    slack_api_url: str
+    host: str
+    port: int
+    data_dir: Path
+    database_url: str
+    secret_keys: tuple[str, ...] | None = field(repr=False)
+    platform_domain: str
+    tracking_domain: str
+    inbound_smtp: HostPort
+    submission_smtp: HostPort
+    relay: RelaySettings | None
+    approvals_channel: str | None
+    managers: tuple[str, ...]
+    smtp_allow_private_hosts: bool
+    smtp_allowed_ports: tuple[int, ...]
+    tracking_timeout: float
+    log_level: str
+
+    @property
+    def socket_mode(self) -> bool:
+        return bool(self.slack_app_token)
+
+
+def _bool(name: str, value: str) -> bool:
+    v = value.strip().lower()
+    if v in ("1", "true", "yes", "on"):
+        return True
+    if v in ("0", "false", "no", "off", ""):
+        return False
+    raise ConfigError(name, f"expected true or false, got {value!r}")
+
+
+def _host_port(name: str, value: str) -> HostPort:
+    host, sep, port = value.strip().rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ConfigError(name, f"expected HOST:PORT, got {value!r}")
+    return HostPort(host.strip("[]"), int(port))
+
+
+def _domain(name: str, value: str) -> str:
+    v = value.strip().lower().rstrip(".")
+    if not _DOMAIN.match(v):
+        raise ConfigError(name, f"not a domain name: {value!r}")
+    return v
+
+
+def _relay(name: str, value: str) -> RelaySettings:
+    parts = urlsplit(value.strip())
+    if parts.scheme not in ("smtp", "smtps") or not parts.hostname:
+        raise ConfigError(name, "expected smtp://[user:pass@]host:port?security=starttls|ssl|none")
+    query = parse_qs(parts.query)
+    security = query.get("security", ["ssl" if parts.scheme == "smtps" else "starttls"])[0].lower()
+    if security not in ("starttls", "ssl", "none"):
+        raise ConfigError(name, "security must be starttls, ssl or none")
+    try:
+        port = parts.port or (465 if security == "ssl" else 587)
+    except ValueError:
+        raise ConfigError(name, "the port is not a number") from None
+    return RelaySettings(
+        host=parts.hostname,
+        port=port,
+        security=security,
+        username=unquote(parts.username) if parts.username else None,
+        password=unquote(parts.password) if parts.password else None,
+    )
+
+
+def _slack_id_list(name: str, value: str) -> tuple[str, ...]:
+    ids = tuple(x.strip() for x in value.replace(";", ",").split(",") if x.strip())
+    for x in ids:
+        if not re.fullmatch(r"[USW][A-Z0-9]{2,}", x):
+            raise ConfigError(name, f"{x!r} is not a Slack user ID (U…) or user-group ID (S…)")
+    return ids
+
+
+def load_settings(env: Mapping[str, str] | None = None, *, require_slack: bool = True) -> Settings:
+    """Read and check every setting. Raises ConfigError naming the first bad variable."""
+    e = dict(os.environ if env is None else env)
+
+    def get(name: str) -> str | None:
+        v = e.get(name)
+        return v if v not in (None, "") else None
+
+    bot_token = get("SLACK_BOT_TOKEN")
+    app_token = get("SLACK_APP_TOKEN")
+    signing_secret = get("SLACK_SIGNING_SECRET")
+    if require_slack:
+        if not bot_token:
+            raise ConfigError("SLACK_BOT_TOKEN", "required (the bot token, xoxb-…)")
+        if not bot_token.startswith("xoxb-"):
+            raise ConfigError("SLACK_BOT_TOKEN", "must be a bot token starting with xoxb-")
+        if app_token and not app_token.startswith("xapp-"):
+            raise ConfigError("SLACK_APP_TOKEN", "must be an app-level token starting with xapp-")
+        if not app_token and not signing_secret:
+            raise ConfigError(
+                "SLACK_SIGNING_SECRET", "required in HTTP mode (or set SLACK_APP_TOKEN for Socket Mode)"
+            )
+
+    api_url = get("SLACK_API_URL") or DEFAULT_SLACK_API_URL
+    if not re.match(r"^https?://", api_url):
+        raise ConfigError("SLACK_API_URL", f"expected an http(s) URL, got {api_url!r}")
+    if not api_url.endswith("/"):
+        api_url += "/"
+
+    port_s = get("PORT") or "3000"
+    if not port_s.isdigit() or not 0 <= int(port_s) <= 65535:
+        raise ConfigError("PORT", f"expected a port number, got {port_s!r}")
+
+    data_dir = Path(get("DATA_DIR") or "./.identity-bot").expanduser()
+    database_url = get("DATABASE_URL") or f"sqlite+aiosqlite:///{(data_dir / 'identity-bot.db').resolve()}"
+    if not re.match(r"^(sqlite|postgres|postgresql)(\+\w+)?://", database_url):
+        raise ConfigError("DATABASE_URL", "expected a sqlite:// or postgresql:// URL")
+
+    keys = get("SECRET_KEYS")
+    secret_keys = tuple(k.strip() for k in keys.split(",") if k.strip()) if keys else None
+    if keys is not None and not secret_keys:
+        raise ConfigError("SECRET_KEYS", "no key given")
+
+    platform_domain = _domain("PLATFORM_DOMAIN", get("PLATFORM_DOMAIN") or DEFAULT_PLATFORM_DOMAIN)
+    tracking_domain = _domain("TRACKING_DOMAIN", get("TRACKING_DOMAIN") or platform_domain)
+
+    ports_s = get("SMTP_ALLOWED_PORTS") or "25,465,587,2525"
+    try:
+        allowed_ports = tuple(int(p) for p in ports_s.split(",") if p.strip())
+    except ValueError:
+        raise ConfigError(
+            "SMTP_ALLOWED_PORTS", f"expected comma-separated port numbers, got {ports_s!r}"
+        ) from None
+
+    timeout_s = get("TRACKING_TIMEOUT") or "600"
+    try:
+        tracking_timeout = float(timeout_s)
+        if tracking_timeout <= 0:
+            raise ValueError
+    except ValueError:
+        raise ConfigError(
+            "TRACKING_TIMEOUT", f"expected a positive number of seconds, got {timeout_s!r}"
+        ) from None
+
+    level = (get("LOG_LEVEL") or "INFO").upper()
+    if level not in LOG_LEVELS:
+        raise ConfigError("LOG_LEVEL", f"expected one of {', '.join(LOG_LEVELS)}")
+
+    approvals = get("APPROVALS_CHANNEL")
+    if approvals and not re.fullmatch(r"[CGD][A-Z0-9]{2,}", approvals):
+        raise ConfigError("APPROVALS_CHANNEL", f"expected a channel ID (C…), got {approvals!r}")
+
+    host = get("HOST") or "127.0.0.1"
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        if not re.fullmatch(r"[A-Za-z0-9.-]+", host):
+            raise ConfigError("HOST", f"expected an address or host name, got {host!r}") from None
+
+    return Settings(
+        slack_bot_token=bot_token,
+        slack_signing_secret=signing_secret,
+        slack_app_token=app_token,
+        slack_api_url=api_url,
+        host=host,
+        port=int(port_s),
+        data_dir=data_dir,
+        database_url=database_url,
+        secret_keys=secret_keys,
+        platform_domain=platform_domain,
+        tracking_domain=tracking_domain,
+        inbound_smtp=_host_port("INBOUND_SMTP", get("INBOUND_SMTP") or "127.0.0.1:2525"),
+        submission_smtp=_host_port("SUBMISSION_SMTP", get("SUBMISSION_SMTP") or "127.0.0.1:2587"),
+        relay=_relay("RELAY_SMTP_URL", get("RELAY_SMTP_URL")) if get("RELAY_SMTP_URL") else None,
+        approvals_channel=approvals,
+        managers=_slack_id_list("MANAGERS", get("MANAGERS") or ""),
+        smtp_allow_private_hosts=_bool(
+            "SMTP_ALLOW_PRIVATE_HOSTS", get("SMTP_ALLOW_PRIVATE_HOSTS") or "false"
+        ),
+        smtp_allowed_ports=allowed_ports,
+        tracking_timeout=tracking_timeout,
+        log_level=level,
+    )

@@ -1,0 +1,14 @@
+"""The services the composition root builds and hands to the Slack layer."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from bot.config import Settings
+from bot.services.identities import IdentityService
+
+
+@dataclass
+class Services:
+    settings: Settings
+    identities: IdentityService

@@ -1,0 +1,33 @@
+"""Every callback_id, block_id and action_id in one place: no string is typed twice, tests import the same names."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+COMMAND = "/identity"
+
+
+class IdentityForm(StrEnum):
+    callback = "identity-form"
+    saved_callback = "identity-form-saved"
+    kind = "kind"
+    display_name = "display_name"
+    company_name = "company_name"
+    address = "address"  # versioned: "address#2" after Auto create replaces the value
+    auto_create_block = "address_actions"
+    auto_create = "identity-auto-create"
+    hourly_limit = "hourly_limit"
+    daily_limit = "daily_limit"
+    forwarding_address = "forwarding_address"
+    notices_channel = "notices_channel"
+    value = "value"  # action_id of every input element
+
+
+def versioned(block_id: str, version: int) -> str:
+    """A block_id that changes when the app must replace what the user typed (Slack keeps typed values
+    for as long as block_id and action_id stay the same)."""
+    return block_id if version <= 1 else f"{block_id}#{version}"
+
+
+def base_block_id(block_id: str) -> str:
+    return block_id.split("#", 1)[0]

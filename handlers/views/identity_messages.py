@@ -1,0 +1,115 @@
+"""Channel and ephemeral messages about identities: details, list, help."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from slack_sdk.models.blocks import Block, HeaderBlock, MarkdownTextObject, SectionBlock
+
+from handlers.ids import COMMAND
+from handlers.views.common import KIND_LABELS, STATUS_LABELS, context, escape, limits_text, slack_date
+from models import Identity, LimitRequest
+
+MAX_LISTED = 40
+
+
+@dataclass
+class Message:
+    """A message ready for chat.postMessage / chat.update / an ack: top-level text plus blocks."""
+
+    text: str
+    blocks: list[Block]
+
+    def as_kwargs(self) -> dict[str, object]:
+        return {"text": self.text, "blocks": [b.to_dict() for b in self.blocks]}
+
+
+def identity_details(identity: Identity, request: LimitRequest | None) -> list[Block]:
+    limits = limits_text(identity.hourly_limit, identity.daily_limit)
+    if request is not None and request.status == "pending":
+        limits += (
+            f"\n_Increase to {limits_text(request.requested_hourly, request.requested_daily)} "
+            "requested — waiting for a manager._"
+        )
+    fields = [
+        MarkdownTextObject(text=f"*Display name*\n{escape(identity.display_name)}"),
+        MarkdownTextObject(text=f"*Company*\n{escape(identity.company_name)}"),
+        MarkdownTextObject(text=f"*Email address*\n{escape(identity.address)}"),
+        MarkdownTextObject(text=f"*Kind*\n{KIND_LABELS.get(identity.kind, identity.kind)}"),
+        MarkdownTextObject(text=f"*Sending limits*\n{limits}"),
+        MarkdownTextObject(text=f"*Responses forwarded to*\n{escape(identity.forwarding_address)}"),
+        MarkdownTextObject(text=f"*Status*\n{STATUS_LABELS.get(identity.status, identity.status)}"),
+    ]
+    return [SectionBlock(fields=fields)]
+
+
+def identity_created(identity: Identity, request: LimitRequest | None) -> Message:
+    status = STATUS_LABELS.get(identity.status, identity.status)
+    return Message(
+        text=f"New email identity {identity.display_name} <{identity.address}> created. Status: {status}.",
+        blocks=[
+            HeaderBlock(text=f"New email identity: {identity.display_name}"[:150]),
+            *identity_details(identity, request),
+            context(f"Created by <@{identity.created_by}> on {slack_date(identity.created_at)}"),
+            context(
+                "Next: run the three verification steps (Sending, Receiving, Tracking) "
+                f"before sending with this identity. `{COMMAND} help` lists the commands."
+            ),
+        ],
+    )
+
+
+def identity_list(identities: list[Identity]) -> Message:
+    if not identities:
+        return Message(
+            text="No email identities yet.",
+            blocks=[
+                SectionBlock(
+                    text=MarkdownTextObject(
+                        text=f"No email identities in this workspace yet. Create one with `{COMMAND} new`."
+                    )
+                )
+            ],
+        )
+    lines = [
+        f"• *{escape(i.display_name)}* <{escape(i.address)}> — {STATUS_LABELS.get(i.status, i.status)} · "
+        f"{limits_text(i.hourly_limit, i.daily_limit)}"
+        for i in identities[:MAX_LISTED]
+    ]
+    blocks: list[Block] = [HeaderBlock(text=f"Email identities ({len(identities)})")]
+    # A section holds at most 3000 characters: chunk the lines.
+    chunk: list[str] = []
+    for line in lines:
+        if sum(len(x) + 1 for x in chunk) + len(line) > 2900:
+            blocks.append(SectionBlock(text=MarkdownTextObject(text="\n".join(chunk))))
+            chunk = []
+        chunk.append(line)
+    if chunk:
+        blocks.append(SectionBlock(text=MarkdownTextObject(text="\n".join(chunk))))
+    if len(identities) > MAX_LISTED:
+        blocks.append(context(f"…and {len(identities) - MAX_LISTED} more."))
+    return Message(text=f"{len(identities)} email identities.", blocks=blocks)
+
+
+HELP_LINES = [
+    (f"`{COMMAND} new`", "create an email identity (sender name, address, limits, response forwarding)"),
+    (f"`{COMMAND} list`", "the identities in this workspace and their status"),
+    (f"`{COMMAND} help`", "this message"),
+]
+
+
+def help_message(problem: str | None = None) -> Message:
+    text = "\n".join(f"{cmd} — {what}" for cmd, what in HELP_LINES)
+    blocks: list[Block] = []
+    if problem:
+        blocks.append(SectionBlock(text=MarkdownTextObject(text=f":warning: {escape(problem)}")))
+    blocks.append(SectionBlock(text=MarkdownTextObject(text=f"*Identity Bot commands*\n{text}")))
+    blocks.append(
+        context(
+            "Identities are the sender name and address your emails go out as. "
+            "Each one passes three verification steps before it is ready to use."
+        )
+    )
+    return Message(
+        text=(f"{problem} " if problem else "") + "Identity Bot commands: new, list, help.", blocks=blocks
+    )

@@ -1,0 +1,185 @@
+"""Shared fixtures: databases (SQLite and PostgreSQL), the fake Slack, and the running bot over real HTTP."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bot.app import Runtime
+from bot.config import Settings, load_settings
+from bot.emulator import FakeSlack, SlackClient
+from models import Database
+
+PG_ADMIN_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+SIGNING_SECRET = "test-signing-secret"
+BOT_TOKEN = "xoxb-test-token"
+PLATFORM_DOMAIN = "platform.example.com"
+TRACKING_DOMAIN = "track.example.com"
+TEAM = "T0TEST"
+LEAD = "U_LEAD"
+CHANNEL = "C_TEAM"
+
+_pg_state: dict[str, str | None] = {}
+# Every Web API method the app called during this run: tests/test_zz_scopes.py checks them against the manifest.
+SEEN_METHODS: set[str] = set()
+
+
+async def postgres_problem() -> str | None:
+    """None when PostgreSQL is reachable, else why not (checked once per session)."""
+    if "problem" not in _pg_state:
+        import asyncpg
+
+        try:
+            conn = await asyncpg.connect(PG_ADMIN_URL, timeout=3)
+            await conn.close()
+            _pg_state["problem"] = None
+        except Exception as exc:  # noqa: BLE001 - any failure means "not reachable here"
+            _pg_state["problem"] = f"PostgreSQL not reachable at {PG_ADMIN_URL}: {exc!r}"
+    return _pg_state["problem"]
+
+
+async def _fresh_postgres_database() -> tuple[str, str]:
+    import asyncpg
+
+    name = f"idbot_{uuid.uuid4().hex[:12]}"
+    conn = await asyncpg.connect(PG_ADMIN_URL)
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+    base = PG_ADMIN_URL.rsplit("/", 1)[0]
+    return name, f"{base}/{name}"
+
+
+async def _drop_postgres_database(name: str) -> None:
+    import asyncpg
+
+    conn = await asyncpg.connect(PG_ADMIN_URL)
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await conn.close()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
+    """A fresh, empty database: SQLite file, or a new PostgreSQL database (skipped with the reason when none)."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'bot.db'}"
+        return
+    problem = await postgres_problem()
+    if problem:
+        pytest.skip(problem)
+    name, url = await _fresh_postgres_database()
+    try:
+        yield url
+    finally:
+        await _drop_postgres_database(name)
+
+
+@pytest.fixture
+async def sqlite_url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'bot.db'}"
+
+
+@pytest.fixture
+async def db(database_url: str) -> AsyncIterator[Database]:
+    database = Database(database_url)
+    await database.upgrade()
+    yield database
+    await database.dispose()
+
+
+def make_settings(tmp_path: Path, database_url: str, slack_api_url: str, **overrides: str) -> Settings:
+    env = {
+        "SLACK_BOT_TOKEN": BOT_TOKEN,
+        "SLACK_SIGNING_SECRET": SIGNING_SECRET,
+        "SLACK_API_URL": slack_api_url,
+        "HOST": "127.0.0.1",
+        "PORT": "0",
+        "DATA_DIR": str(tmp_path / "data"),
+        "DATABASE_URL": database_url,
+        "PLATFORM_DOMAIN": PLATFORM_DOMAIN,
+        "TRACKING_DOMAIN": TRACKING_DOMAIN,
+        "INBOUND_SMTP": "127.0.0.1:0",
+        "SUBMISSION_SMTP": "127.0.0.1:0",
+        "SMTP_ALLOW_PRIVATE_HOSTS": "true",
+        "LOG_LEVEL": "DEBUG",
+    }
+    env.update(overrides)
+    return load_settings(env)
+
+
+@dataclass
+class Bot:
+    """The running app, the fake Slack it talks to, and a client that plays Slack towards it."""
+
+    runtime: Runtime
+    fake: FakeSlack
+    slack: SlackClient
+    tmp_path: Path
+
+    @property
+    def db(self) -> Database:
+        return self.runtime.db
+
+    async def open_new_identity_form(self, *, user: str = LEAD, channel: str = CHANNEL) -> dict[str, Any]:
+        mark = self.fake.mark()
+        ack = await self.slack.command("new", user=user, channel=channel)
+        assert ack.status == 200, ack
+        call = await self.fake.wait_for("views.open", after=mark)
+        assert call.ok, call.response
+        return call.response["view"]
+
+    async def fill_platform_form(self, view_id: str, **fields: str) -> None:
+        values = {
+            "display_name": "Jane Doe",
+            "company_name": "Acme Inc.",
+            "forwarding_address": "jane@acme.example.com",
+        }
+        values.update(fields)
+        for block, value in values.items():
+            self.slack.type(view_id, block, value)
+
+
+@pytest.fixture
+async def fake_slack() -> AsyncIterator[FakeSlack]:
+    fake = FakeSlack(token=BOT_TOKEN, team_id=TEAM)
+    await fake.start()
+    for user in (LEAD, "U_OTHER", "U_MANAGER", "U_MANAGER2"):
+        fake.add_user(user)
+    yield fake
+    SEEN_METHODS.update(call.method for call in fake.calls)
+    await fake.stop()
+
+
+async def start_bot(tmp_path: Path, database_url: str, fake: FakeSlack, **overrides: str) -> Bot:
+    settings = make_settings(tmp_path, database_url, fake.url, **overrides)
+    runtime = Runtime(settings)
+    await runtime.start()
+    assert runtime.http_url
+    return Bot(runtime, fake, SlackClient(runtime.http_url, SIGNING_SECRET, fake, team_id=TEAM), tmp_path)
+
+
+@pytest.fixture
+async def bot(tmp_path: Path, database_url: str, fake_slack: FakeSlack) -> AsyncIterator[Bot]:
+    """The bot on both databases."""
+    b = await start_bot(tmp_path, database_url, fake_slack)
+    yield b
+    await b.slack.close()
+    await b.runtime.stop()
+
+
+@pytest.fixture
+async def sqlite_bot(tmp_path: Path, sqlite_url: str, fake_slack: FakeSlack) -> AsyncIterator[Bot]:
+    """The bot on SQLite only (for behaviour that does not depend on the database)."""
+    b = await start_bot(tmp_path, sqlite_url, fake_slack)
+    yield b
+    await b.slack.close()
+    await b.runtime.stop()

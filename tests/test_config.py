@@ -1,0 +1,92 @@
+"""Start-up configuration: a missing or malformed setting stops start-up with one line naming it, status 2."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bot.config import DEFAULT_PLATFORM_DOMAIN, ConfigError, load_settings
+
+BASE = {"SLACK_BOT_TOKEN": "xoxb-1-2", "SLACK_SIGNING_SECRET": "s"}
+
+
+def run_cli(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("SLACK_")}
+    clean.update(env)
+    return subprocess.run(
+        [sys.executable, "-m", "bot", *args],
+        cwd=tmp_path,
+        env=clean,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_run_without_a_bot_token_exits_2_naming_it(tmp_path: Path) -> None:
+    result = run_cli(tmp_path, "run")
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "SLACK_BOT_TOKEN" in lines[0], result.stderr
+
+
+def test_a_malformed_setting_is_named(tmp_path: Path) -> None:
+    result = run_cli(
+        tmp_path, "run", SLACK_BOT_TOKEN="xoxb-1", SLACK_SIGNING_SECRET="s", INBOUND_SMTP="nonsense"
+    )
+    assert result.returncode == 2
+    assert "INBOUND_SMTP" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    ("env", "variable"),
+    [
+        ({"SLACK_BOT_TOKEN": "xoxp-user-token"}, "SLACK_BOT_TOKEN"),
+        ({"SLACK_SIGNING_SECRET": ""}, "SLACK_SIGNING_SECRET"),
+        ({"PORT": "http"}, "PORT"),
+        ({"DATABASE_URL": "mysql://x"}, "DATABASE_URL"),
+        ({"PLATFORM_DOMAIN": "not a domain"}, "PLATFORM_DOMAIN"),
+        ({"RELAY_SMTP_URL": "http://relay"}, "RELAY_SMTP_URL"),
+        ({"MANAGERS": "alice"}, "MANAGERS"),
+        ({"SMTP_ALLOW_PRIVATE_HOSTS": "maybe"}, "SMTP_ALLOW_PRIVATE_HOSTS"),
+        ({"TRACKING_TIMEOUT": "-1"}, "TRACKING_TIMEOUT"),
+        ({"LOG_LEVEL": "LOUD"}, "LOG_LEVEL"),
+        ({"APPROVALS_CHANNEL": "#approvals"}, "APPROVALS_CHANNEL"),
+        ({"SLACK_APP_TOKEN": "xoxb-wrong-kind"}, "SLACK_APP_TOKEN"),
+    ],
+)
+def test_each_bad_setting_names_its_variable(env: dict[str, str], variable: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_settings({**BASE, **env})
+    assert info.value.variable == variable
+
+
+def test_defaults_follow_the_contract() -> None:
+    s = load_settings(BASE)
+    assert (s.host, s.port) == ("127.0.0.1", 3000)
+    assert s.slack_api_url == "https://slack.com/api/"
+    assert s.platform_domain == DEFAULT_PLATFORM_DOMAIN and s.tracking_domain == DEFAULT_PLATFORM_DOMAIN
+    assert (str(s.inbound_smtp), str(s.submission_smtp)) == ("127.0.0.1:2525", "127.0.0.1:2587")
+    assert s.relay is None and s.approvals_channel is None and s.managers == ()
+    assert s.smtp_allow_private_hosts is False and s.tracking_timeout == 600
+    assert s.database_url.startswith("sqlite") and s.data_dir == Path(".identity-bot")
+    assert not s.socket_mode
+
+
+def test_socket_mode_needs_no_signing_secret() -> None:
+    s = load_settings({"SLACK_BOT_TOKEN": "xoxb-1", "SLACK_APP_TOKEN": "xapp-1"})
+    assert s.socket_mode
+
+
+def test_relay_url_is_parsed_without_losing_the_password() -> None:
+    s = load_settings(
+        {**BASE, "RELAY_SMTP_URL": "smtp://user%40x:p%3Ass@relay.example.com:2525?security=none"}
+    )
+    assert s.relay is not None
+    assert (s.relay.host, s.relay.port, s.relay.security) == ("relay.example.com", 2525, "none")
+    assert (s.relay.username, s.relay.password) == ("user@x", "p:ss")
+    assert "p:ss" not in repr(s)
