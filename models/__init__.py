@@ -4,15 +4,31 @@ from models.base import Base
 from models.db import Database, normalize_database_url
 from models.tables import (
     AuditEvent,
+    GatewayCredential,
     Identity,
     IdentityKind,
     IdentityStatus,
+    InboundMessage,
     LimitRequest,
     LimitRequestStatus,
+    OtpChallenge,
+    SentMessage,
+    StepName,
+    StepStatus,
+    Suppression,
+    VerificationStep,
 )
 
 __all__ = [
     "AuditEvent",
+    "GatewayCredential",
+    "InboundMessage",
+    "OtpChallenge",
+    "SentMessage",
+    "StepName",
+    "StepStatus",
+    "Suppression",
+    "VerificationStep",
     "Base",
     "Database",
     "Identity",

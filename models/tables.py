@@ -6,7 +6,7 @@ import enum
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, CheckConstraint, ForeignKey, Index, String, Text
+from sqlalchemy import JSON, CheckConstraint, ForeignKey, Index, LargeBinary, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from models.base import Base, utcnow
@@ -60,6 +60,20 @@ class Identity(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
+    # Company-domain identities: how mail leaves through the customer's own server.
+    esp_provider: Mapped[str | None] = mapped_column(String(32))
+    smtp_host: Mapped[str | None] = mapped_column(String(253))
+    smtp_port: Mapped[int | None]
+    smtp_security: Mapped[str | None] = mapped_column(String(16))  # "starttls" or "ssl"
+    smtp_username: Mapped[str | None] = mapped_column(String(254))
+    smtp_password_encrypted: Mapped[str | None] = mapped_column(Text)  # Fernet token, never the password
+    # Where the customer's mailbox forwards copies of replies (unique, unguessable).
+    tracking_address: Mapped[str | None] = mapped_column(String(254), unique=True)
+
+    # The verification panel message in the notices channel, updated in place.
+    panel_channel: Mapped[str | None] = mapped_column(String(32))
+    panel_ts: Mapped[str | None] = mapped_column(String(32))
+
 
 class AuditEvent(Base):
     """Append-only trail: who did what to which identity, and when. Never updated or deleted."""
@@ -67,9 +81,7 @@ class AuditEvent(Base):
     __tablename__ = "audit_events"
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    identity_id: Mapped[int | None] = mapped_column(
-        ForeignKey("identities.id", ondelete="SET NULL"), index=True
-    )
+    identity_id: Mapped[int | None] = mapped_column(ForeignKey("identities.id", ondelete="SET NULL"), index=True)
     actor: Mapped[str] = mapped_column(String(64))
     action: Mapped[str] = mapped_column(String(64))
     detail: Mapped[dict[str, Any]] = mapped_column(default=dict)
@@ -101,3 +113,118 @@ class LimitRequest(Base):
     # Where the request was posted ([{"channel": ..., "ts": ...}]) so the decision can update it in place.
     messages: Mapped[list[dict[str, str]]] = mapped_column(JSON, default=list)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class StepName(enum.StrEnum):
+    SENDING = "sending"
+    RECEIVING = "receiving"
+    TRACKING = "tracking"
+
+
+class StepStatus(enum.StrEnum):
+    NOT_RUN = "not_run"
+    PENDING = "pending"
+    VERIFIED = "verified"
+    FAILED = "failed"
+
+
+class VerificationStep(Base):
+    """One of the three checks of an identity. State changes are conditional updates, so a result or a
+    timeout is applied exactly once even with several processes."""
+
+    __tablename__ = "verification_steps"
+    __table_args__ = (UniqueConstraint("identity_id", "step"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    identity_id: Mapped[int] = mapped_column(ForeignKey("identities.id", ondelete="CASCADE"))
+    step: Mapped[str] = mapped_column(String(16))
+    status: Mapped[str] = mapped_column(String(16), default=StepStatus.NOT_RUN.value)
+    attempt: Mapped[int] = mapped_column(default=0)
+    detail: Mapped[str] = mapped_column(Text, default="")
+    started_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
+    verified_at: Mapped[datetime | None]
+    # Tracking: the token the response email carries, and when to give up waiting for its copy.
+    token: Mapped[str | None] = mapped_column(String(64), unique=True)
+    deadline: Mapped[datetime | None] = mapped_column(index=True)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class OtpChallenge(Base):
+    """A one-time password sent to the forwarding address. Only a keyed HMAC of the code is kept."""
+
+    __tablename__ = "otp_challenges"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    identity_id: Mapped[int] = mapped_column(ForeignKey("identities.id", ondelete="CASCADE"), index=True)
+    code_hmac: Mapped[str] = mapped_column(String(128))
+    sent_to: Mapped[str] = mapped_column(String(254))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime]
+    failed_attempts: Mapped[int] = mapped_column(default=0)
+    # Set once: used (right code), locked (too many wrong ones) or replaced (a new code was sent).
+    closed_at: Mapped[datetime | None]
+    closed_reason: Mapped[str | None] = mapped_column(String(16))
+
+
+class InboundMessage(Base):
+    """Every message the inbound server accepted, stored before it answered 250."""
+
+    __tablename__ = "inbound_messages"
+    __table_args__ = (Index("ix_inbound_messages_unprocessed", "processed_at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    received_at: Mapped[datetime] = mapped_column(default=utcnow)
+    peer: Mapped[str] = mapped_column(String(64), default="")
+    mail_from: Mapped[str] = mapped_column(String(320), default="")
+    rcpt_tos: Mapped[list[str]] = mapped_column(JSON, default=list)
+    raw: Mapped[bytes] = mapped_column(LargeBinary)
+    size: Mapped[int]
+    message_id: Mapped[str | None] = mapped_column(String(998))
+    # Message-ID + content hash: a redelivered duplicate is stored once.
+    dedup_key: Mapped[str] = mapped_column(String(128), unique=True)
+    identity_id: Mapped[int | None] = mapped_column(ForeignKey("identities.id", ondelete="SET NULL"), index=True)
+    classification: Mapped[str | None] = mapped_column(String(32))
+    classified_by: Mapped[str | None] = mapped_column(String(64))
+    processed_at: Mapped[datetime | None]
+    forwarded_at: Mapped[datetime | None]
+
+
+class Suppression(Base):
+    """Addresses no identity may send to any more (unsubscribes, hard bounces, complaints)."""
+
+    __tablename__ = "suppressions"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    address: Mapped[str] = mapped_column(String(320), unique=True)
+    reason: Mapped[str] = mapped_column(String(32))
+    source_message_id: Mapped[int | None] = mapped_column(ForeignKey("inbound_messages.id", ondelete="SET NULL"))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class SentMessage(Base):
+    """One row per message the gateway relayed as an identity: the sliding-window log the limits count."""
+
+    __tablename__ = "sent_messages"
+    __table_args__ = (Index("ix_sent_messages_identity_sent_at", "identity_id", "sent_at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    identity_id: Mapped[int] = mapped_column(ForeignKey("identities.id", ondelete="CASCADE"))
+    sent_at: Mapped[datetime]
+    recipients: Mapped[int] = mapped_column(default=1)
+    # Reserved before relaying; removed if the relay fails before the server accepts the message.
+    state: Mapped[str] = mapped_column(String(16), default="reserved")
+
+
+class GatewayCredential(Base):
+    """SMTP AUTH credentials for the submission gateway, issued per identity. Only a hash is stored."""
+
+    __tablename__ = "gateway_credentials"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    identity_id: Mapped[int] = mapped_column(ForeignKey("identities.id", ondelete="CASCADE"), index=True)
+    username: Mapped[str] = mapped_column(String(128), unique=True)
+    password_hash: Mapped[str] = mapped_column(String(256))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    created_by: Mapped[str] = mapped_column(String(64), default="cli")
+    revoked_at: Mapped[datetime | None]

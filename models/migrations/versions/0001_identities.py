@@ -82,9 +82,7 @@ def upgrade() -> None:
         sa.CheckConstraint(
             "requested_daily >= 1 AND requested_daily <= 250", name=op.f("ck_limit_requests_daily_range")
         ),
-        sa.CheckConstraint(
-            "requested_hourly <= requested_daily", name=op.f("ck_limit_requests_hourly_within_daily")
-        ),
+        sa.CheckConstraint("requested_hourly <= requested_daily", name=op.f("ck_limit_requests_hourly_within_daily")),
         sa.CheckConstraint("requested_hourly >= 1", name=op.f("ck_limit_requests_hourly_positive")),
         sa.ForeignKeyConstraint(
             ["identity_id"],
