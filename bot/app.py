@@ -6,6 +6,7 @@ import asyncio
 import logging
 import signal
 from dataclasses import dataclass, field
+from email.message import EmailMessage
 
 from aiohttp import web
 from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
@@ -19,11 +20,22 @@ from slack_sdk.web.async_client import AsyncWebClient
 from sqlalchemy import text
 
 import handlers
-from bot.config import Settings
+from bot.config import ConfigError, Settings
+from bot.logs import quiet_libraries
+from bot.mail.delivery import Delivery
+from bot.mail.gateway import SubmissionGateway
+from bot.mail.inbound import InboundServer
+from bot.mail.outbound import MailSender
+from bot.services.credentials import GatewayCredentials
+from bot.services.incoming import IncomingMail
+from bot.services.otp import OtpChallenges
+from bot.services.sending_limits import SendingLimits
+from bot.services.verification import VerificationService
 from bot.services.identities import IdentityService
 from bot.services.registry import Services
+from bot.services.secrets import SecretBox, load_or_create_keys
 from handlers.notifier import SlackNotifier
-from models import Database
+from models import Database, Identity, IdentityKind
 
 log = logging.getLogger(__name__)
 
@@ -51,9 +63,11 @@ class Runtime:
     http_url: str | None = field(default=None, init=False)
     _runner: web.AppRunner | None = field(default=None, init=False)
     _socket_handler: object | None = field(default=None, init=False)
+    _tasks: list[asyncio.Task[None]] = field(default_factory=list, init=False)
 
     def build(self) -> None:
         s = self.settings
+        quiet_libraries()
         s.data_dir.mkdir(parents=True, exist_ok=True)
         self.db = Database(s.database_url)
         client = build_slack_client(s)
@@ -63,17 +77,88 @@ class Runtime:
             process_before_response=False,
         )
         notifier = SlackNotifier(client)
-        self.services = Services(
-            settings=s,
-            identities=IdentityService(
-                self.db, notifier, platform_domain=s.platform_domain, tracking_domain=s.tracking_domain
-            ),
+        try:
+            secrets = SecretBox(load_or_create_keys(s.secret_keys, s.data_dir))
+        except ValueError as exc:
+            raise ConfigError("SECRET_KEYS", f"not a valid Fernet key ({exc})") from None
+        mail = MailSender(
+            allow_private_hosts=s.smtp_allow_private_hosts, allowed_ports=s.smtp_allowed_ports, timeout=s.smtp_timeout
+        )
+        identities = IdentityService(
+            self.db,
+            notifier,
+            secrets=secrets,
+            mail=mail,
+            platform_domain=s.platform_domain,
+            tracking_domain=s.tracking_domain,
+        )
+        self.delivery = Delivery(
+            mail,
+            relay=s.relay,
+            own_domains=(s.platform_domain, s.tracking_domain),
+            inbound=self._inbound_address,
+            outbox=s.data_dir / "outbox",
+        )
+        verification = VerificationService(
+            self.db,
+            notifier,
+            identities,
+            OtpChallenges(self.db, secrets),
+            self.delivery,
+            platform_sender=f"noreply@{s.platform_domain}",
+            tracking_timeout=s.tracking_timeout,
+        )
+        self.services = Services(settings=s, identities=identities, verification=verification)
+        self.incoming = IncomingMail(
+            self.db,
+            on_tokens=verification.on_tokens,
+            forward=self._forward_lead,
+            platform_domains=(s.platform_domain, s.tracking_domain),
+        )
+        self.inbound = InboundServer(self.db, identities, on_stored=self.incoming.process)
+        self.gateway = SubmissionGateway(
+            self.db, GatewayCredentials(self.db), SendingLimits(self.db), relay=self._relay_as_identity
         )
         handlers.register(self.app, self.services)
+
+    def _inbound_address(self) -> tuple[str, int] | None:
+        inbound = getattr(self, "inbound", None)
+        return (inbound.host, inbound.port) if inbound is not None and inbound.port else None
+
+    async def _forward_lead(self, identity: Identity, message: EmailMessage) -> None:
+        """Leads go to the identity's response-forwarding address, from the platform."""
+        await self.delivery.send_from_platform(
+            message, sender=f"noreply@{self.settings.platform_domain}", recipients=[identity.forwarding_address]
+        )
+
+    async def _relay_as_identity(
+        self, identity: Identity, message: EmailMessage, mail_from: str, recipients: list[str]
+    ) -> None:
+        """The gateway's relay: the customer's own server for company identities, else the platform relay."""
+        identities = self.services.identities
+        server = identities.smtp_server(identity) if identity.kind == IdentityKind.COMPANY.value else None
+        await self.delivery.send_as(server, message, sender=mail_from, recipients=recipients)
+
+    async def _sweep(self) -> None:
+        """Fire tracking timeouts. Runs in every process; the conditional update makes each fire once."""
+        interval = min(5.0, max(0.2, self.settings.tracking_timeout / 4))
+        while True:
+            try:
+                await self.services.verification.expire_tracking()
+            except Exception:
+                log.exception("tracking timeout sweep failed")
+            await asyncio.sleep(interval)
 
     async def start(self) -> None:
         self.build()
         await self.db.upgrade()
+        s = self.settings
+        await self.inbound.start(s.inbound_smtp.host, s.inbound_smtp.port)
+        log.info("inbound SMTP server on %s:%s", self.inbound.host, self.inbound.port)
+        await self.gateway.start(s.submission_smtp.host, s.submission_smtp.port)
+        log.info("submission gateway on %s:%s", self.gateway.host, self.gateway.port)
+        self._tasks.append(asyncio.create_task(self._recover()))
+        self._tasks.append(asyncio.create_task(self._sweep()))
         if self.settings.socket_mode:
             from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 
@@ -109,7 +194,23 @@ class Runtime:
             return web.json_response({"ok": False, "database": "unreachable"}, status=503)
         return web.json_response({"ok": True})
 
+    async def _recover(self) -> None:
+        """Mail stored before a crash or restart is processed now: nothing accepted is lost."""
+        try:
+            count = await self.incoming.process_pending()
+            if count:
+                log.info("processed %d inbound message(s) left from before the restart", count)
+        except Exception:
+            log.exception("processing pending inbound mail failed")
+
     async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks.clear()
+        for server in (getattr(self, "gateway", None), getattr(self, "inbound", None)):
+            if server is not None:
+                await server.stop()
         if self._socket_handler is not None:
             await self._socket_handler.close_async()  # type: ignore[attr-defined]
         if self._runner is not None:
@@ -129,3 +230,25 @@ async def serve(settings: Settings) -> None:
         await stop.wait()
     finally:
         await runtime.stop()
+
+
+async def rotate_secrets(settings: Settings) -> int:
+    """`identity-bot secrets rotate`: re-encrypt every stored password under the first key."""
+    from bot.services.notifier import NullNotifier
+
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    db = Database(settings.database_url)
+    try:
+        await db.upgrade()
+        secrets = SecretBox(load_or_create_keys(settings.secret_keys, settings.data_dir))
+        service = IdentityService(
+            db,
+            NullNotifier(),
+            secrets=secrets,
+            mail=MailSender(),
+            platform_domain=settings.platform_domain,
+            tracking_domain=settings.tracking_domain,
+        )
+        return await service.rotate_secrets()
+    finally:
+        await db.dispose()

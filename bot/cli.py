@@ -19,6 +19,15 @@ def _parser() -> argparse.ArgumentParser:
     db = sub.add_parser("db", help="database maintenance")
     db.add_argument("action", choices=["upgrade"], help="apply pending migrations")
     sub.add_parser("demo", help="the whole flow against a local Slack emulator, printing what Slack shows")
+    sec = sub.add_parser("secrets", help="encryption keys for stored SMTP passwords")
+    sec.add_argument(
+        "action",
+        choices=["rotate", "generate-key"],
+        help="rotate: re-encrypt every stored password under the first key; generate-key: print a new key",
+    )
+    cred = sub.add_parser("credentials", help="submission gateway credentials")
+    cred.add_argument("action", choices=["issue"], help="issue a new username and password for an identity")
+    cred.add_argument("address", help="the identity's email address")
     return p
 
 
@@ -40,6 +49,24 @@ def main(argv: list[str] | None = None) -> int:
 
             run_upgrade_blocking(settings.database_url)
             print("database is up to date")
+        elif args.command == "secrets":
+            if args.action == "generate-key":
+                from cryptography.fernet import Fernet
+
+                print(Fernet.generate_key().decode())
+                return 0
+            settings = load_settings(require_slack=False)
+            setup_logging(settings.log_level)
+            from bot.app import rotate_secrets
+
+            count = asyncio.run(rotate_secrets(settings))
+            print(f"re-encrypted {count} stored password(s) under the first key")
+        elif args.command == "credentials":
+            settings = load_settings(require_slack=False)
+            setup_logging(settings.log_level)
+            from bot.services.credentials import issue_credentials_cli
+
+            return issue_credentials_cli(settings.database_url, args.address)
         elif args.command == "demo":
             from bot.demo import run_demo
 

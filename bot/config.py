@@ -65,6 +65,7 @@ class Settings:
     smtp_allow_private_hosts: bool
     smtp_allowed_ports: tuple[int, ...]
     tracking_timeout: float
+    smtp_timeout: float
     log_level: str
 
     @property
@@ -188,6 +189,14 @@ def load_settings(env: Mapping[str, str] | None = None, *, require_slack: bool =
             "TRACKING_TIMEOUT", f"expected a positive number of seconds, got {timeout_s!r}"
         ) from None
 
+    smtp_timeout_s = get("SMTP_TIMEOUT") or "15"
+    try:
+        smtp_timeout = float(smtp_timeout_s)
+        if not 0 < smtp_timeout <= 60:
+            raise ValueError
+    except ValueError:
+        raise ConfigError("SMTP_TIMEOUT", f"expected seconds between 0 and 60, got {smtp_timeout_s!r}") from None
+
     level = (get("LOG_LEVEL") or "INFO").upper()
     if level not in LOG_LEVELS:
         raise ConfigError("LOG_LEVEL", f"expected one of {', '.join(LOG_LEVELS)}")
@@ -225,5 +234,6 @@ def load_settings(env: Mapping[str, str] | None = None, *, require_slack: bool =
         ),
         smtp_allowed_ports=allowed_ports,
         tracking_timeout=tracking_timeout,
+        smtp_timeout=smtp_timeout,
         log_level=level,
     )

@@ -1,19 +1,29 @@
 """Logging set-up. Libraries that would print request bodies or SMTP dialogue (which can carry passwords
-typed into a modal or sent in AUTH) are never allowed below INFO, whatever LOG_LEVEL says."""
+typed into a modal, or AUTH lines) are held above DEBUG/INFO whatever LOG_LEVEL says."""
 
 from __future__ import annotations
 
 import logging
 
-CHATTY_LIBRARIES = (
-    "slack_bolt",
-    "slack_sdk",
-    "aiosmtplib",
-    "mail.log",
-    "aiosmtpd",
-    "asyncio",
-    "aiohttp.access",
-)
+# Library loggers and the lowest level they may log at: Slack's log request and response bodies (view state with a
+# typed SMTP password) at DEBUG; aiosmtpd logs AUTH lines (base64 credentials) at INFO under "mail.log".
+LIBRARY_FLOORS = {
+    "slack_bolt": logging.INFO,
+    "slack_sdk": logging.INFO,
+    "aiosmtplib": logging.INFO,
+    "asyncio": logging.INFO,
+    "aiohttp.access": logging.INFO,
+    "mail.log": logging.WARNING,
+    "aiosmtpd": logging.WARNING,
+}
+
+
+def quiet_libraries() -> None:
+    """Raise chatty libraries' loggers to their floor. Called by the runtime, so it holds in tests too."""
+    for name, floor in LIBRARY_FLOORS.items():
+        logger = logging.getLogger(name)
+        if logger.getEffectiveLevel() < floor or logger.level < floor:
+            logger.setLevel(floor)
 
 
 def setup_logging(level: str) -> None:
@@ -21,6 +31,4 @@ def setup_logging(level: str) -> None:
         level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%Y-%m-%dT%H:%M:%S"
     )
     logging.getLogger().setLevel(level)
-    floor = max(logging.INFO, logging.getLevelNamesMapping()[level])
-    for name in CHATTY_LIBRARIES:
-        logging.getLogger(name).setLevel(floor)
+    quiet_libraries()

@@ -8,26 +8,40 @@ from typing import Any
 from slack_bolt.async_app import AsyncAck, AsyncRespond
 from slack_sdk.web.async_client import AsyncWebClient
 
+from bot.services.errors import NotFound
 from bot.services.registry import Services
+from handlers.identity_form import values_from_identity
+from handlers.managers import ManagerDirectory
+from handlers.views.common import limits_text
 from handlers.views.identity_form import FormMeta, FormValues, identity_form
-from handlers.views.identity_messages import help_message, identity_list
+from handlers.views.identity_messages import help_message, identity_list, problem_message
 
 log = logging.getLogger(__name__)
 
 
 class IdentityCommand:
-    def __init__(self, services: Services) -> None:
+    def __init__(self, services: Services, managers: ManagerDirectory) -> None:
         self.services = services
+        self.managers = managers
 
     async def handle(
         self, ack: AsyncAck, command: dict[str, Any], client: AsyncWebClient, respond: AsyncRespond
     ) -> None:
         text = (command.get("text") or "").strip()
         sub, _, rest = text.partition(" ")
-        sub = sub.lower()
+        sub, rest = sub.lower(), rest.strip()
         if sub == "new":
             await ack()
             await self.new(command, client)
+        elif sub == "edit":
+            if not rest:
+                await ack(response_type="ephemeral", **help_message("Which identity? `/identity edit <address>`").as_kwargs())
+                return
+            await ack()
+            await self.edit(command, client, respond, rest)
+        elif sub == "verify":
+            await ack()
+            await self.verify(command, respond, rest)
         elif sub == "list":
             await ack()
             identities = await self.services.identities.list_for_team(command["team_id"])
@@ -38,9 +52,50 @@ class IdentityCommand:
             problem = f"I don't know the subcommand “{sub[:40]}”."
             await ack(response_type="ephemeral", **help_message(problem).as_kwargs())
 
+    async def verify(self, command: dict[str, Any], respond: AsyncRespond, address: str) -> None:
+        if not address:
+            await respond(response_type="ephemeral", **problem_message("Which identity? `/identity verify <address>`").as_kwargs())
+            return
+        try:
+            identity = await self.services.identities.get_by_address(command["team_id"], address)
+        except NotFound as exc:
+            await respond(response_type="ephemeral", **problem_message(str(exc)).as_kwargs())
+            return
+        await self.services.verification.post_panel(identity.id)
+        await respond(
+            response_type="ephemeral",
+            text=f"The verification panel for {identity.address} is in <#{identity.notices_channel}>.",
+        )
+
     async def new(self, command: dict[str, Any], client: AsyncWebClient) -> None:
         meta = FormMeta(channel=command.get("channel_id"))
+        view = identity_form(FormValues(), meta, platform_domain=self.services.settings.platform_domain)
+        await client.views_open(trigger_id=command["trigger_id"], view=view)
+
+    async def edit(self, command: dict[str, Any], client: AsyncWebClient, respond: AsyncRespond, address: str) -> None:
+        try:
+            identity = await self.services.identities.get_by_address(command["team_id"], address)
+        except NotFound as exc:
+            await respond(response_type="ephemeral", **problem_message(str(exc)).as_kwargs())
+            return
+        user = command["user_id"]
+        if not self.services.identities.may_edit(identity, user, is_manager=await self.managers.is_manager(user)):
+            await respond(
+                response_type="ephemeral",
+                **problem_message("Only the identity's creator or a manager can change it.").as_kwargs(),
+            )
+            return
+        meta = FormMeta(
+            mode="edit",
+            identity_id=identity.id,
+            channel=identity.notices_channel,
+            kind=identity.kind,
+            tracking_address=identity.tracking_address,
+        )
         view = identity_form(
-            FormValues(notices_channel=None), meta, platform_domain=self.services.settings.platform_domain
+            values_from_identity(identity),
+            meta,
+            platform_domain=self.services.settings.platform_domain,
+            current_limits=limits_text(identity.hourly_limit, identity.daily_limit),
         )
         await client.views_open(trigger_id=command["trigger_id"], view=view)

@@ -10,7 +10,8 @@ COMMAND = "/identity"
 class IdentityForm(StrEnum):
     callback = "identity-form"
     saved_callback = "identity-form-saved"
-    kind = "kind"
+    kind = "kind"  # dispatches: switching the kind rebuilds the form in place
+    kind_changed = "identity-kind-changed"
     display_name = "display_name"
     company_name = "company_name"
     address = "address"  # versioned: "address#2" after Auto create replaces the value
@@ -20,7 +21,28 @@ class IdentityForm(StrEnum):
     daily_limit = "daily_limit"
     forwarding_address = "forwarding_address"
     notices_channel = "notices_channel"
-    value = "value"  # action_id of every input element
+    provider = "provider"  # dispatches: fills host, port and security
+    provider_changed = "identity-provider-changed"
+    smtp_host = "smtp_host"  # versioned with the provider
+    smtp_port = "smtp_port"
+    smtp_security = "smtp_security"
+    smtp_username = "smtp_username"
+    smtp_password = "smtp_password"
+    test_block = "test_setup_actions"
+    test_setup = "identity-test-setup"
+    test_result = "test_result"
+    tracking = "tracking"
+    value = "value"  # action_id of every plain input element
+
+
+class Verification(StrEnum):
+    send_test_email = "verify-sending"
+    send_otp = "verify-receiving-send"
+    enter_otp = "verify-receiving-enter"
+    send_response = "verify-tracking"
+    otp_callback = "otp-form"
+    otp_block = "otp"
+    otp_done_callback = "otp-form-done"
 
 
 def versioned(block_id: str, version: int) -> str:

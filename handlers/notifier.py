@@ -7,8 +7,10 @@ import logging
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from handlers.views.identity_messages import Message, identity_created
-from models import Identity, LimitRequest
+from bot.services.verification import StepEvent
+from handlers.views.identity_messages import Message, identity_updated
+from handlers.views.verification import identity_panel, ready_message, step_event_message
+from models import Identity, LimitRequest, VerificationStep
 
 log = logging.getLogger(__name__)
 
@@ -18,11 +20,11 @@ class SlackNotifier:
         self.client = client
 
     async def post(
-        self, channel: str, message: Message, *, fallback_user: str | None = None
+        self, channel: str, message: Message, *, fallback_user: str | None = None, thread_ts: str | None = None
     ) -> tuple[str, str] | None:
         """Post to a channel. If the bot can't post there, tell `fallback_user` by DM instead of losing it."""
         try:
-            resp = await self.client.chat_postMessage(channel=channel, **message.as_kwargs())
+            resp = await self.client.chat_postMessage(channel=channel, thread_ts=thread_ts, **message.as_kwargs())
             return resp["channel"], resp["ts"]
         except SlackApiError as exc:
             error = exc.response.get("error")
@@ -36,7 +38,33 @@ class SlackNotifier:
             )
             return None
 
-    async def identity_created(self, identity: Identity, request: LimitRequest | None) -> None:
-        await self.post(
-            identity.notices_channel, identity_created(identity, request), fallback_user=identity.created_by
-        )
+    async def identity_created(self, identity: Identity, request: LimitRequest | None) -> tuple[str, str] | None:
+        message = identity_panel(identity, {}, request, new=True)
+        return await self.post(identity.notices_channel, message, fallback_user=identity.created_by)
+
+    async def identity_updated(self, identity: Identity, changed: list[str], actor: str) -> None:
+        message = identity_updated(identity, changed, actor, identity.updated_at)
+        await self.post(identity.notices_channel, message, fallback_user=actor)
+
+    async def panel_posted(self, identity: Identity, steps: dict[str, VerificationStep]) -> tuple[str, str] | None:
+        return await self.post(identity.notices_channel, identity_panel(identity, steps), fallback_user=None)
+
+    async def _refresh_panel(self, identity: Identity, steps: dict[str, VerificationStep]) -> None:
+        if not (identity.panel_channel and identity.panel_ts):
+            return
+        try:
+            await self.client.chat_update(
+                channel=identity.panel_channel, ts=identity.panel_ts, **identity_panel(identity, steps).as_kwargs()
+            )
+        except SlackApiError as exc:
+            log.warning("could not update the panel of identity %s: %s", identity.id, exc.response.get("error"))
+
+    async def step_changed(self, identity: Identity, steps: dict[str, VerificationStep], event: StepEvent) -> None:
+        """Update the panel in place and keep the history as a thread reply with the time."""
+        await self._refresh_panel(identity, steps)
+        channel = identity.panel_channel or identity.notices_channel
+        await self.post(channel, step_event_message(identity, event), thread_ts=identity.panel_ts)
+
+    async def identity_ready(self, identity: Identity, steps: dict[str, VerificationStep]) -> None:
+        await self._refresh_panel(identity, steps)
+        await self.post(identity.notices_channel, ready_message(identity))

@@ -6,9 +6,11 @@ from dataclasses import dataclass
 
 from bot.config import Settings
 from bot.services.identities import IdentityService
+from bot.services.verification import VerificationService
 
 
 @dataclass
 class Services:
     settings: Settings
     identities: IdentityService
+    verification: VerificationService

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 
 from slack_sdk.models.blocks import Block, HeaderBlock, MarkdownTextObject, SectionBlock
 
 from handlers.ids import COMMAND
+from bot.services.providers import SECURITY_LABELS
 from handlers.views.common import KIND_LABELS, STATUS_LABELS, context, escape, limits_text, slack_date
+from handlers.views.tracking import tracking_instructions
 from models import Identity, LimitRequest
 
 MAX_LISTED = 40
@@ -40,7 +43,17 @@ def identity_details(identity: Identity, request: LimitRequest | None) -> list[B
         MarkdownTextObject(text=f"*Responses forwarded to*\n{escape(identity.forwarding_address)}"),
         MarkdownTextObject(text=f"*Status*\n{STATUS_LABELS.get(identity.status, identity.status)}"),
     ]
-    return [SectionBlock(fields=fields)]
+    if identity.kind == "company":
+        security = SECURITY_LABELS.get(identity.smtp_security or "", identity.smtp_security or "")
+        fields.append(
+            MarkdownTextObject(
+                text=f"*SMTP server*\n{escape(identity.smtp_host or '')}:{identity.smtp_port} · {security.split(' (')[0]}"
+            )
+        )
+    blocks: list[Block] = [SectionBlock(fields=fields)]
+    if identity.tracking_address:
+        blocks.append(SectionBlock(text=MarkdownTextObject(text=tracking_instructions(identity.tracking_address))))
+    return blocks
 
 
 def identity_created(identity: Identity, request: LimitRequest | None) -> Message:
@@ -94,6 +107,8 @@ def identity_list(identities: list[Identity]) -> Message:
 HELP_LINES = [
     (f"`{COMMAND} new`", "create an email identity (sender name, address, limits, response forwarding)"),
     (f"`{COMMAND} list`", "the identities in this workspace and their status"),
+    (f"`{COMMAND} edit <address>`", "change an identity's names, forwarding address or SMTP settings"),
+    (f"`{COMMAND} verify <address>`", "post the three verification steps (Sending, Receiving, Tracking)"),
     (f"`{COMMAND} help`", "this message"),
 ]
 
@@ -113,3 +128,35 @@ def help_message(problem: str | None = None) -> Message:
     return Message(
         text=(f"{problem} " if problem else "") + "Identity Bot commands: new, list, help.", blocks=blocks
     )
+
+
+def identity_updated(identity: Identity, changed: list[str], actor: str, when: datetime) -> Message:
+    labels = {
+        "display_name": "display name",
+        "company_name": "company name",
+        "forwarding_address": "response forwarding address",
+        "notices_channel": "notices channel",
+        "esp_provider": "email service provider",
+        "smtp_host": "SMTP server",
+        "smtp_port": "SMTP port",
+        "smtp_security": "SMTP security",
+        "smtp_username": "SMTP username",
+        "password": "SMTP password",
+    }
+    what = ", ".join(labels.get(c, c) for c in changed) or "nothing"
+    return Message(
+        text=f"Email identity {identity.address} updated: {what}.",
+        blocks=[
+            SectionBlock(
+                text=MarkdownTextObject(
+                    text=f":pencil2: *{escape(identity.display_name)}* <{escape(identity.address)}> was updated by "
+                    f"<@{actor}> on {slack_date(when)}.\nChanged: {what}."
+                )
+            ),
+            *identity_details(identity, None),
+        ],
+    )
+
+
+def problem_message(problem: str) -> Message:
+    return Message(text=problem, blocks=[SectionBlock(text=MarkdownTextObject(text=f":warning: {escape(problem)}"))])

@@ -1,0 +1,1 @@
+"""Mail components: outbound client, inbound server, classifier, gateway."""

@@ -1,0 +1,82 @@
+"""Listeners of the verification panel's buttons and the OTP modal."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from slack_bolt.async_app import AsyncAck
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bot.services.errors import NotFound
+from bot.services.otp import ResendTooSoon
+from bot.services.registry import Services
+from bot.services.verification import AlreadyRunning
+from handlers.errors import tell_user
+from handlers.ids import Verification as V
+from handlers.state import read_state
+from handlers.views.verification import otp_done, otp_form
+from models import Identity
+
+
+class VerificationListeners:
+    def __init__(self, services: Services) -> None:
+        self.services = services
+
+    async def _identity(self, body: dict[str, Any], client: AsyncWebClient) -> Identity | None:
+        """The identity a button belongs to, if it is in the clicking user's workspace."""
+        try:
+            identity_id = int(body["actions"][0]["value"])
+            identity = await self.services.identities.get(identity_id)
+        except (KeyError, ValueError, NotFound):
+            identity = None
+        if identity is None or identity.team_id != body.get("team", {}).get("id"):
+            await tell_user(client, body, "This identity no longer exists.")
+            return None
+        return identity
+
+    async def send_test_email(self, ack: AsyncAck, body: dict[str, Any], client: AsyncWebClient) -> None:
+        await ack()
+        if identity := await self._identity(body, client):
+            try:
+                await self.services.verification.run_sending(identity.id, body["user"]["id"])
+            except AlreadyRunning as exc:
+                await tell_user(client, body, f":hourglass_flowing_sand: {exc}")
+
+    async def send_otp(self, ack: AsyncAck, body: dict[str, Any], client: AsyncWebClient) -> None:
+        await ack()
+        if identity := await self._identity(body, client):
+            try:
+                sent_to = await self.services.verification.send_otp(identity.id, body["user"]["id"])
+            except ResendTooSoon as exc:
+                await tell_user(client, body, f":hourglass_flowing_sand: {exc}")
+                return
+            await tell_user(
+                client, body, f":envelope: A one-time password is on its way to {sent_to}. Click *Enter OTP* when it "
+                "arrives."
+            )
+
+    async def enter_otp(self, ack: AsyncAck, body: dict[str, Any], client: AsyncWebClient) -> None:
+        await ack()
+        if identity := await self._identity(body, client):
+            await client.views_open(trigger_id=body["trigger_id"], view=otp_form(identity, sent_to=identity.forwarding_address))
+
+    async def submit_otp(self, ack: AsyncAck, body: dict[str, Any], view: dict[str, Any]) -> None:
+        try:
+            identity = await self.services.identities.get(int(view.get("private_metadata") or 0))
+        except (ValueError, NotFound):
+            await ack(response_action="errors", errors={V.otp_block: "This identity no longer exists."})
+            return
+        typed = read_state(view).get(V.otp_block) or ""
+        result = await self.services.verification.check_otp(identity.id, typed, body["user"]["id"])
+        if result.ok:
+            await ack(response_action="update", view=otp_done(identity))
+        else:
+            await ack(response_action="errors", errors={V.otp_block: result.message})
+
+    async def send_response(self, ack: AsyncAck, body: dict[str, Any], client: AsyncWebClient) -> None:
+        await ack()
+        if identity := await self._identity(body, client):
+            try:
+                await self.services.verification.start_tracking(identity.id, body["user"]["id"])
+            except AlreadyRunning as exc:
+                await tell_user(client, body, f":hourglass_flowing_sand: {exc}")

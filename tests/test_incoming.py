@@ -1,0 +1,324 @@
+"""The incoming-mail pipeline on stored rows, on SQLite and PostgreSQL: each message acted on exactly once."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from datetime import timedelta
+from email import policy
+from email.message import EmailMessage
+from email.parser import BytesParser
+
+import pytest
+from sqlalchemy import select
+
+from bot.mail.classifier import FORWARDED_HEADER, classify
+from bot.mail.inbound import dedup_key, message_id_of
+from bot.services.incoming import IncomingMail
+from models import AuditEvent, Database, Identity, InboundMessage, Suppression
+from models.base import utcnow
+from tests.test_classifier import (
+    GMAIL_FORWARDED_TOKEN_IN_BODY,
+    PLEASE_REMOVE_ME,
+    POSTFIX_DSN_5XX,
+    TOKEN,
+    VACATION_AUTO_SUBMITTED,
+)
+
+PLATFORM_DOMAINS = ("platform.example.com", "track.example.com")
+IDENTITY_ADDRESS = "jane.doe@platform.example.com"
+TRACKING_ADDRESS = "cc-0123456789abcdef0123@track.example.com"
+FORWARDING_ADDRESS = "jane@acme.example.com"
+
+LEAD_REPLY = (
+    b"From: Sam Lead <sam@customer.example.org>\r\n"
+    b"To: Jane Doe <jane.doe@platform.example.com>\r\n"
+    b"Subject: Re: Quick question about your Q3 plans\r\n"
+    b"Message-ID: <lead-1@customer.example.org>\r\n"
+    b"Content-Type: text/plain; charset=utf-8\r\n"
+    b"\r\n"
+    b"Sounds interesting. Could we talk on Tuesday at 3pm?\r\n"
+    b"\r\n"
+    b"On Tue, Jan 9, 2024 at 10:00 AM Jane Doe <jane.doe@platform.example.com> wrote:\r\n"
+    b"> Would you have 15 minutes next week? Reply unsubscribe to stop.\r\n"
+)
+
+
+@dataclass
+class Calls:
+    """Records what the pipeline handed to its collaborators (the real ones send mail / verify steps)."""
+
+    forwards: list[tuple[int, EmailMessage]] = field(default_factory=list)
+    tokens: list[tuple[list[str], int]] = field(default_factory=list)
+    fail_forwards: int = 0
+
+    async def forward(self, identity: Identity, message: EmailMessage) -> None:
+        if self.fail_forwards:
+            self.fail_forwards -= 1
+            raise ConnectionError("relay unavailable")
+        self.forwards.append((identity.id, message))
+
+    async def on_tokens(self, tokens: list[str], message_id: int) -> None:
+        self.tokens.append((tokens, message_id))
+
+
+def pipeline(db: Database, calls: Calls) -> IncomingMail:
+    return IncomingMail(db, on_tokens=calls.on_tokens, forward=calls.forward, platform_domains=PLATFORM_DOMAINS)
+
+
+@pytest.fixture
+async def identity(db: Database) -> Identity:
+    async with db.transaction() as session:
+        row = Identity(
+            team_id="T0TEST",
+            kind="platform",
+            display_name="Jane Doe",
+            company_name="Acme Inc.",
+            address=IDENTITY_ADDRESS,
+            forwarding_address=FORWARDING_ADDRESS,
+            notices_channel="C_TEAM",
+            created_by="U_LEAD",
+            tracking_address=TRACKING_ADDRESS,
+        )
+        session.add(row)
+    return row
+
+
+async def store(db: Database, raw: bytes, rcpt_tos: list[str], *, mail_from: str = "sam@customer.example.org") -> int:
+    """What the inbound server commits before answering 250 (inserted directly: no processor is running)."""
+    message_id = message_id_of(raw)
+    async with db.transaction() as session:
+        row = InboundMessage(
+            peer="192.0.2.1",
+            mail_from=mail_from,
+            rcpt_tos=rcpt_tos,
+            raw=raw,
+            size=len(raw),
+            message_id=message_id,
+            dedup_key=dedup_key(message_id, raw),
+        )
+        session.add(row)
+    return row.id
+
+
+async def load(db: Database, message_id: int) -> InboundMessage:
+    async with db.session() as session:
+        row = await session.get(InboundMessage, message_id)
+    assert row is not None
+    return row
+
+
+async def suppressions(db: Database) -> list[tuple[str, str, int | None]]:
+    async with db.session() as session:
+        rows = await session.scalars(select(Suppression).order_by(Suppression.address))
+        return [(s.address, s.reason, s.source_message_id) for s in rows]
+
+
+async def audit_events(db: Database) -> list[AuditEvent]:
+    async with db.session() as session:
+        return list(await session.scalars(select(AuditEvent).where(AuditEvent.action == "suppression.added")))
+
+
+async def test_lead_is_forwarded_once_even_if_processed_twice(db: Database, identity: Identity) -> None:
+    calls = Calls()
+    incoming = pipeline(db, calls)
+    message_id = await store(db, LEAD_REPLY, [IDENTITY_ADDRESS])
+
+    await incoming.process(message_id)
+    await incoming.process(message_id)
+
+    assert len(calls.forwards) == 1
+    identity_id, fwd = calls.forwards[0]
+    assert identity_id == identity.id
+    row = await load(db, message_id)
+    assert (row.classification, row.classified_by, row.identity_id) == ("lead", "default", identity.id)
+    assert row.processed_at is not None and row.forwarded_at is not None
+
+    # The forward: from the identity to its forwarding address, answerable to the lead, original attached intact.
+    assert fwd["To"] == FORWARDING_ADDRESS
+    assert fwd["From"].addresses[0].addr_spec == IDENTITY_ADDRESS
+    assert fwd["Reply-To"].addresses[0].addr_spec == "sam@customer.example.org"
+    assert fwd["Subject"] == "Fwd: Re: Quick question about your Q3 plans"
+    assert fwd[FORWARDED_HEADER] == str(message_id)
+    assert fwd["In-Reply-To"] == "<lead-1@customer.example.org>"
+    assert "Could we talk on Tuesday at 3pm?" in fwd.get_body(("plain",)).get_content()
+    [attachment] = list(fwd.iter_attachments())
+    assert attachment.get_content_type() == "message/rfc822"
+    wire = fwd.as_bytes(policy=policy.SMTP)
+    assert LEAD_REPLY in wire
+    parsed = BytesParser(policy=policy.default).parsebytes(wire)
+    assert [a.get_content()["Message-ID"] for a in parsed.iter_attachments()] == ["<lead-1@customer.example.org>"]
+    # If the forward ever comes back to us (a forwarder on the forwarding mailbox), it is a loop, not a lead.
+    assert classify(wire).kind == "loop"
+
+
+async def test_concurrent_processing_forwards_once(db: Database, identity: Identity) -> None:
+    calls = Calls()
+    message_id = await store(db, LEAD_REPLY, [TRACKING_ADDRESS])
+    # Two "processes": separate engines on the same database, each with its own pipeline.
+    other_db = Database(db.url)
+    try:
+        first, second = pipeline(db, calls), pipeline(other_db, calls)
+        await asyncio.gather(*(p.process(message_id) for p in (first, second, first, second)))
+    finally:
+        await other_db.dispose()
+
+    assert [identity_id for identity_id, _ in calls.forwards] == [identity.id]
+    assert (await load(db, message_id)).identity_id == identity.id
+
+
+async def test_bounce_suppresses_failed_address_and_is_not_forwarded(db: Database, identity: Identity) -> None:
+    calls = Calls()
+    incoming = pipeline(db, calls)
+    message_id = await store(db, POSTFIX_DSN_5XX, [IDENTITY_ADDRESS], mail_from="")
+
+    await incoming.process(message_id)
+
+    assert calls.forwards == []
+    assert await suppressions(db) == [("nobody@customer.example.org", "hard_bounce", message_id)]
+    row = await load(db, message_id)
+    assert (row.classification, row.classified_by, row.forwarded_at) == ("bounce", "dsn-report", None)
+    [event] = await audit_events(db)
+    assert event.actor == "inbound" and event.identity_id == identity.id
+    assert event.detail["address"] == "nobody@customer.example.org"
+    assert event.detail["reason"] == "hard_bounce"
+
+    # The same address bouncing again (another message) adds nothing and does not fail.
+    again = await store(db, POSTFIX_DSN_5XX.replace(b"<outbound-1@", b"<outbound-9@"), [IDENTITY_ADDRESS])
+    await incoming.process(again)
+    assert await suppressions(db) == [("nobody@customer.example.org", "hard_bounce", message_id)]
+    assert len(await audit_events(db)) == 1
+    assert (await load(db, again)).classification == "bounce"
+
+
+async def test_our_own_addresses_are_never_suppressed(db: Database, identity: Identity) -> None:
+    raw = POSTFIX_DSN_5XX.replace(b"Nobody@Customer.example.org", b"old.name@platform.example.com")
+    message_id = await store(db, raw, [IDENTITY_ADDRESS], mail_from="")
+    await pipeline(db, Calls()).process(message_id)
+    assert await suppressions(db) == []
+    assert (await load(db, message_id)).classification == "bounce"
+
+
+async def test_unsubscribe_suppresses_the_sender(db: Database, identity: Identity) -> None:
+    calls = Calls()
+    message_id = await store(db, PLEASE_REMOVE_ME, [IDENTITY_ADDRESS])
+
+    await pipeline(db, calls).process(message_id)
+
+    assert calls.forwards == []
+    assert await suppressions(db) == [("sam@customer.example.org", "unsubscribe", message_id)]
+    row = await load(db, message_id)
+    assert (row.classification, row.classified_by) == ("unsubscribe", "unsubscribe-phrase")
+    [event] = await audit_events(db)
+    assert (event.detail["address"], event.detail["reason"]) == ("sam@customer.example.org", "unsubscribe")
+
+
+async def test_verification_hands_tokens_and_row_id_over(db: Database, identity: Identity) -> None:
+    calls = Calls()
+    message_id = await store(db, GMAIL_FORWARDED_TOKEN_IN_BODY, [TRACKING_ADDRESS], mail_from="jane@acme.example.com")
+
+    await pipeline(db, calls).process(message_id)
+
+    assert calls.tokens == [([TOKEN], message_id)]
+    assert calls.forwards == []
+    row = await load(db, message_id)
+    assert (row.classification, row.classified_by, row.identity_id) == ("verification", "own-token", identity.id)
+
+
+async def test_process_pending_picks_up_rows_stored_while_no_processor_ran(db: Database, identity: Identity) -> None:
+    # The crash-after-250 case: rows committed, nothing processed them.
+    lead = await store(db, LEAD_REPLY, [IDENTITY_ADDRESS])
+    bounce = await store(db, POSTFIX_DSN_5XX, [IDENTITY_ADDRESS], mail_from="")
+    auto_reply = await store(db, VACATION_AUTO_SUBMITTED, [IDENTITY_ADDRESS])
+    verification = await store(db, GMAIL_FORWARDED_TOKEN_IN_BODY, [TRACKING_ADDRESS])
+    calls = Calls()
+    incoming = pipeline(db, calls)
+
+    assert await incoming.process_pending() == 4
+    assert await incoming.process_pending() == 0
+
+    assert [identity_id for identity_id, _ in calls.forwards] == [identity.id]
+    assert calls.forwards[0][1][FORWARDED_HEADER] == str(lead)
+    assert calls.tokens == [([TOKEN], verification)]
+    assert await suppressions(db) == [("nobody@customer.example.org", "hard_bounce", bounce)]
+    kinds = {m: (await load(db, m)).classification for m in (lead, bounce, auto_reply, verification)}
+    assert kinds == {lead: "lead", bounce: "bounce", auto_reply: "auto_reply", verification: "verification"}
+
+
+async def test_failed_forward_is_released_and_retried(db: Database, identity: Identity) -> None:
+    calls = Calls(fail_forwards=1)
+    incoming = pipeline(db, calls)
+    message_id = await store(db, LEAD_REPLY, [IDENTITY_ADDRESS])
+
+    with pytest.raises(ConnectionError):
+        await incoming.process(message_id)
+    row = await load(db, message_id)
+    assert (row.processed_at, row.classification, row.forwarded_at) == (None, None, None)
+
+    assert await incoming.process_pending() == 1
+    assert len(calls.forwards) == 1
+    assert (await load(db, message_id)).forwarded_at is not None
+
+
+async def test_claim_abandoned_by_a_crashed_process_is_taken_over(db: Database, identity: Identity) -> None:
+    message_id = await store(db, LEAD_REPLY, [IDENTITY_ADDRESS])
+    async with db.transaction() as session:
+        row = await session.get(InboundMessage, message_id)
+        assert row is not None
+        row.processed_at = utcnow() - timedelta(hours=1)  # claimed, never finished
+    calls = Calls()
+
+    assert await pipeline(db, calls).process_pending() == 1
+    assert len(calls.forwards) == 1
+
+
+async def test_fresh_claim_of_another_process_is_respected(db: Database, identity: Identity) -> None:
+    message_id = await store(db, LEAD_REPLY, [IDENTITY_ADDRESS])
+    async with db.transaction() as session:
+        row = await session.get(InboundMessage, message_id)
+        assert row is not None
+        row.processed_at = utcnow()  # another process is working on it right now
+    calls = Calls()
+
+    await pipeline(db, calls).process(message_id)
+    assert await pipeline(db, calls).process_pending() == 0
+    assert calls.forwards == []
+
+
+async def test_lead_for_no_known_identity_is_recorded_not_forwarded(db: Database, identity: Identity) -> None:
+    calls = Calls()
+    message_id = await store(db, LEAD_REPLY, ["gone@platform.example.com"])
+    await pipeline(db, calls).process(message_id)
+    assert calls.forwards == []
+    row = await load(db, message_id)
+    assert (row.classification, row.identity_id, row.forwarded_at) == ("lead", None, None)
+    assert row.processed_at is not None
+
+
+async def test_inbound_server_and_pipeline_together(db: Database, identity: Identity) -> None:
+    """The wiring the composition root does: on_stored = IncomingMail.process."""
+    import aiosmtplib
+
+    from bot.mail.inbound import InboundServer
+
+    class Directory:
+        async def serves(self, address: str) -> bool:
+            return address in (IDENTITY_ADDRESS, TRACKING_ADDRESS)
+
+    forwarded = asyncio.Event()
+    calls = Calls()
+
+    async def forward(identity: Identity, message: EmailMessage) -> None:
+        await calls.forward(identity, message)
+        forwarded.set()
+
+    incoming = IncomingMail(db, on_tokens=calls.on_tokens, forward=forward, platform_domains=PLATFORM_DOMAINS)
+    server = InboundServer(db, Directory(), on_stored=incoming.process)
+    await server.start("127.0.0.1", 0)
+    try:
+        async with aiosmtplib.SMTP(hostname="127.0.0.1", port=server.port, start_tls=False, timeout=10) as client:
+            await client.sendmail("sam@customer.example.org", [IDENTITY_ADDRESS], LEAD_REPLY)
+        await asyncio.wait_for(forwarded.wait(), timeout=10)
+    finally:
+        await server.stop()
+    assert len(calls.forwards) == 1
