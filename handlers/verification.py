@@ -32,6 +32,10 @@ class VerificationListeners:
         if identity is None or identity.team_id != body.get("team", {}).get("id"):
             await tell_user(client, body, "This identity no longer exists.")
             return None
+        container = body.get("container") or {}
+        if container.get("type") == "message" and container.get("message_ts"):
+            # The panel the user works in is the one to keep up to date.
+            await self.services.verification.use_panel(identity, container["channel_id"], container["message_ts"])
         return identity
 
     async def send_test_email(self, ack: AsyncAck, body: dict[str, Any], client: AsyncWebClient) -> None:

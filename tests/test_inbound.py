@@ -237,3 +237,18 @@ async def test_several_messages_in_one_session_each_get_a_row(inbound: Inbound) 
         await client.sendmail(LEAD, [TRACKING], second)
     rows = await inbound.rows()
     assert [(r.rcpt_tos, r.raw) for r in rows] == [([SERVED], RAW), ([TRACKING], second)]
+
+
+async def test_concurrent_distinct_messages_are_all_stored_and_each_processed_once(inbound: Inbound) -> None:
+    async def deliver(n: int) -> str:
+        raw = RAW.replace(b"reply-1@", f"reply-{n}@".encode())
+        async with inbound.client() as client:
+            _, response = await client.sendmail(LEAD, [SERVED], raw)
+            return response
+
+    responses = await asyncio.gather(*(deliver(n) for n in range(20)))
+    rows = await inbound.rows()
+    assert sorted(responses) == sorted(f"2.0.0 Ok: queued as {row.id}" for row in rows)
+    assert len(rows) == 20
+    await inbound.server.stop()
+    assert sorted(inbound.stored) == [row.id for row in rows]

@@ -322,3 +322,24 @@ async def test_inbound_server_and_pipeline_together(db: Database, identity: Iden
     finally:
         await server.stop()
     assert len(calls.forwards) == 1
+
+
+def test_forward_of_an_8bit_original_keeps_it_readable() -> None:
+    from bot.services.incoming import build_forward
+
+    raw = (
+        "From: Lena Kunde <lena@kunde.example.de>\r\nTo: jane.doe@platform.example.com\r\n"
+        "Subject: AW: Grüße\r\nMessage-ID: <umlaut-1@kunde.example.de>\r\n"
+        "Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\n"
+        "Gerne, nächste Woche passt.\r\n"
+    ).encode()
+    identity = Identity(id=7, display_name="Jane Doe", address=IDENTITY_ADDRESS, forwarding_address=FORWARDING_ADDRESS)
+    fwd = build_forward(identity, raw, 42)
+    wire = fwd.as_bytes(policy=policy.SMTP)
+    parsed = BytesParser(policy=policy.default).parsebytes(wire)
+    assert parsed["Subject"] == "Fwd: AW: Grüße"
+    assert "Gerne, nächste Woche passt." in parsed.get_body(("plain",)).get_content()
+    [attachment] = list(parsed.iter_attachments())
+    original = attachment.get_content()
+    assert original["Message-ID"] == "<umlaut-1@kunde.example.de>"
+    assert original.get_content().strip() == "Gerne, nächste Woche passt."

@@ -38,6 +38,8 @@ TEMPORARY_FAILURE = "451 4.3.0 Temporary failure, please retry"
 MAX_RECIPIENTS = 100
 STOP_GRACE_SECONDS = 10.0
 MAX_BATCH = 64
+# Processing runs beside delivery; bounded so a burst of mail cannot crowd out the stores sessions wait on.
+MAX_CONCURRENT_PROCESSING = 4
 
 
 class RecipientDirectory(Protocol):
@@ -159,6 +161,7 @@ class InboundServer:
         self._tasks: set[asyncio.Future[Any]] = set()
         self._waiting: list[tuple[dict[str, Any], asyncio.Future[tuple[int, bool]]]] = []
         self._writer: asyncio.Future[Any] | None = None
+        self._processing = asyncio.Semaphore(MAX_CONCURRENT_PROCESSING)
 
     async def start(self, host: str, port: int) -> None:
         """Listen on host:port (port 0 picks a free port; `self.port` then says which)."""
@@ -229,6 +232,7 @@ class InboundServer:
         return await stored
 
     async def _write_batches(self) -> None:
+        batch: list[tuple[dict[str, Any], asyncio.Future[tuple[int, bool]]]] = []
         try:
             while self._waiting:
                 batch, self._waiting = self._waiting[:MAX_BATCH], self._waiting[MAX_BATCH:]
@@ -247,6 +251,11 @@ class InboundServer:
                     continue
                 self._settle(batch, results)
         finally:
+            # Cancelled by stop(): nobody may wait forever (their sessions are closed; senders will retry).
+            for _, stored in batch + self._waiting:
+                if not stored.done():
+                    stored.cancel()
+            self._waiting = []
             self._writer = None
 
     def _settle(
@@ -292,6 +301,7 @@ class InboundServer:
 
     async def _run_on_stored(self, message_id: int) -> None:
         try:
-            await self.on_stored(message_id)  # type: ignore[misc]
+            async with self._processing:
+                await self.on_stored(message_id)  # type: ignore[misc]
         except Exception:  # noqa: BLE001 - the row stays stored; process_pending retries it
             log.exception("inbound: processing message %s failed; it stays pending", message_id)

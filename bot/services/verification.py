@@ -97,6 +97,16 @@ class VerificationService:
                     update(Identity).where(Identity.id == identity_id).values(panel_channel=where[0], panel_ts=where[1])
                 )
 
+    async def use_panel(self, identity: Identity, channel: str, ts: str) -> None:
+        """Make this panel message the one that is updated (the user just clicked in it)."""
+        if (identity.panel_channel, identity.panel_ts) == (channel, ts):
+            return
+        async with self.db.transaction() as session:
+            await session.execute(
+                update(Identity).where(Identity.id == identity.id).values(panel_channel=channel, panel_ts=ts)
+            )
+        identity.panel_channel, identity.panel_ts = channel, ts
+
     async def _changed(self, identity_id: int, event: StepEvent) -> None:
         identity = await self.identities.get(identity_id)
         steps = await self.steps(identity_id)
@@ -114,7 +124,7 @@ class VerificationService:
             )
             assert row is not None
             if (
-                step != StepName.TRACKING
+                step == StepName.SENDING  # a new code or response email simply replaces the previous one
                 and row.status == StepStatus.PENDING.value
                 and row.started_at is not None
                 and now - row.started_at < STALE_PENDING
