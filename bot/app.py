@@ -28,12 +28,14 @@ from bot.mail.inbound import InboundServer
 from bot.mail.outbound import MailSender
 from bot.services.credentials import GatewayCredentials
 from bot.services.incoming import IncomingMail
+from bot.services.limits import LimitService
 from bot.services.otp import OtpChallenges
 from bot.services.sending_limits import SendingLimits
 from bot.services.verification import VerificationService
 from bot.services.identities import IdentityService
 from bot.services.registry import Services
 from bot.services.secrets import SecretBox, load_or_create_keys
+from handlers.managers import ManagerDirectory
 from handlers.notifier import SlackNotifier
 from models import Database, Identity, IdentityKind
 
@@ -76,7 +78,8 @@ class Runtime:
             signing_secret=s.slack_signing_secret or "unused-in-socket-mode",
             process_before_response=False,
         )
-        notifier = SlackNotifier(client)
+        self.managers = ManagerDirectory(client, s.managers)
+        notifier = SlackNotifier(client, self.managers, approvals_channel=s.approvals_channel)
         try:
             secrets = SecretBox(load_or_create_keys(s.secret_keys, s.data_dir))
         except ValueError as exc:
@@ -108,7 +111,9 @@ class Runtime:
             platform_sender=f"noreply@{s.platform_domain}",
             tracking_timeout=s.tracking_timeout,
         )
-        self.services = Services(settings=s, identities=identities, verification=verification)
+        self.window = SendingLimits(self.db)
+        limits = LimitService(self.db, notifier, identities, self.window)
+        self.services = Services(settings=s, identities=identities, verification=verification, limits=limits)
         self.incoming = IncomingMail(
             self.db,
             on_tokens=verification.on_tokens,
@@ -117,9 +122,9 @@ class Runtime:
         )
         self.inbound = InboundServer(self.db, identities, on_stored=self.incoming.process)
         self.gateway = SubmissionGateway(
-            self.db, GatewayCredentials(self.db), SendingLimits(self.db), relay=self._relay_as_identity
+            self.db, GatewayCredentials(self.db), self.window, relay=self._relay_as_identity
         )
-        handlers.register(self.app, self.services)
+        handlers.register(self.app, self.services, self.managers)
 
     def _inbound_address(self) -> tuple[str, int] | None:
         inbound = getattr(self, "inbound", None)

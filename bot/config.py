@@ -120,7 +120,7 @@ def _relay(name: str, value: str) -> RelaySettings:
 def _slack_id_list(name: str, value: str) -> tuple[str, ...]:
     ids = tuple(x.strip() for x in value.replace(";", ",").split(",") if x.strip())
     for x in ids:
-        if not re.fullmatch(r"[USW][A-Z0-9]{2,}", x):
+        if not re.fullmatch(r"[USW][A-Z0-9_]{2,}", x):
             raise ConfigError(name, f"{x!r} is not a Slack user ID (U…) or user-group ID (S…)")
     return ids
 
@@ -202,7 +202,7 @@ def load_settings(env: Mapping[str, str] | None = None, *, require_slack: bool =
         raise ConfigError("LOG_LEVEL", f"expected one of {', '.join(LOG_LEVELS)}")
 
     approvals = get("APPROVALS_CHANNEL")
-    if approvals and not re.fullmatch(r"[CGD][A-Z0-9]{2,}", approvals):
+    if approvals and not re.fullmatch(r"[CGD][A-Z0-9_]{2,}", approvals):
         raise ConfigError("APPROVALS_CHANNEL", f"expected a channel ID (C…), got {approvals!r}")
 
     host = get("HOST") or "127.0.0.1"

@@ -10,17 +10,19 @@ from handlers.errors import guarded, on_error
 from handlers.identity_form import IdentityFormListeners
 from handlers.ids import COMMAND
 from handlers.ids import IdentityForm as F
+from handlers.ids import Limits as L
 from handlers.ids import Verification as V
+from handlers.limits import LimitListeners
 from handlers.managers import ManagerDirectory
 from handlers.verification import VerificationListeners
 
 
-def register(app: AsyncApp, services: Services) -> None:
+def register(app: AsyncApp, services: Services, managers: ManagerDirectory) -> None:
     """Wire every listener to the app. The one place that names what the app listens to."""
-    managers = ManagerDirectory(app.client, services.settings.managers)
     form = IdentityFormListeners(services, managers)
     app.error(on_error)
-    app.command(COMMAND)(guarded(IdentityCommand(services, managers).handle))
+    limits = LimitListeners(services, managers)
+    app.command(COMMAND)(guarded(IdentityCommand(services, managers, limits).handle))
     app.action(F.auto_create)(guarded(form.auto_create))
     app.action(F.kind_changed)(guarded(form.kind_changed))
     app.action(F.provider_changed)(guarded(form.provider_changed))
@@ -34,6 +36,11 @@ def register(app: AsyncApp, services: Services) -> None:
     app.action(V.send_response)(guarded(checks.send_response))
     app.view(V.otp_callback)(guarded(checks.submit_otp))
     app.view(V.otp_done_callback)(_ack_only)
+    app.action(L.open)(guarded(limits.open_from_button))
+    app.view(L.callback)(guarded(limits.submit))
+    app.view(L.done_callback)(_ack_only)
+    app.action(L.approve)(guarded(limits.approve))
+    app.action(L.deny)(guarded(limits.deny))
 
 
 async def _ack_only(ack: AsyncAck) -> None:

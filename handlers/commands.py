@@ -11,18 +11,22 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bot.services.errors import NotFound
 from bot.services.registry import Services
 from handlers.identity_form import values_from_identity
+from handlers.limits import LimitListeners
 from handlers.managers import ManagerDirectory
 from handlers.views.common import limits_text
 from handlers.views.identity_form import FormMeta, FormValues, identity_form
 from handlers.views.identity_messages import help_message, identity_list, problem_message
+from handlers.views.verification import identity_overview
+from models import Identity
 
 log = logging.getLogger(__name__)
 
 
 class IdentityCommand:
-    def __init__(self, services: Services, managers: ManagerDirectory) -> None:
+    def __init__(self, services: Services, managers: ManagerDirectory, limits: LimitListeners) -> None:
         self.services = services
         self.managers = managers
+        self.limits = limits
 
     async def handle(
         self, ack: AsyncAck, command: dict[str, Any], client: AsyncWebClient, respond: AsyncRespond
@@ -39,6 +43,15 @@ class IdentityCommand:
                 return
             await ack()
             await self.edit(command, client, respond, rest)
+        elif sub in ("limits", "show") and not rest:
+            await ack(response_type="ephemeral",
+                      **help_message(f"Which identity? `/identity {sub} <address>`").as_kwargs())
+        elif sub == "limits":
+            await ack()
+            await self.change_limits(command, client, respond, rest)
+        elif sub == "show":
+            await ack()
+            await self.show(command, respond, rest)
         elif sub == "verify":
             await ack()
             await self.verify(command, respond, rest)
@@ -51,6 +64,26 @@ class IdentityCommand:
         else:
             problem = f"I don't know the subcommand “{sub[:40]}”."
             await ack(response_type="ephemeral", **help_message(problem).as_kwargs())
+
+    async def _find(self, command: dict[str, Any], respond: AsyncRespond, address: str) -> Identity | None:
+        try:
+            return await self.services.identities.get_by_address(command["team_id"], address)
+        except NotFound as exc:
+            await respond(response_type="ephemeral", **problem_message(str(exc)).as_kwargs())
+            return None
+
+    async def change_limits(
+        self, command: dict[str, Any], client: AsyncWebClient, respond: AsyncRespond, address: str
+    ) -> None:
+        if identity := await self._find(command, respond, address):
+            await self.limits.open_form(client, command["trigger_id"], identity)
+
+    async def show(self, command: dict[str, Any], respond: AsyncRespond, address: str) -> None:
+        if identity := await self._find(command, respond, address):
+            steps = await self.services.verification.steps(identity.id)
+            usage = await self.services.limits.usage(identity.id)
+            request = await self.services.identities.pending_request(identity.id)
+            await respond(response_type="ephemeral", **identity_overview(identity, steps, usage, request).as_kwargs())
 
     async def verify(self, command: dict[str, Any], respond: AsyncRespond, address: str) -> None:
         if not address:

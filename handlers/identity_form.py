@@ -211,3 +211,5 @@ class IdentityFormListeners:
         )
         if not created.duplicate:
             await identities.announce(created)
+            if created.limit_request is not None:
+                await self.services.limits.post_request(created.limit_request.id)

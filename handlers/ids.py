@@ -45,6 +45,18 @@ class Verification(StrEnum):
     otp_done_callback = "otp-form-done"
 
 
+class Limits(StrEnum):
+    open = "limits-open"  # "Change limits" on the identity panel
+    callback = "limits-form"
+    done_callback = "limits-form-done"
+    hourly_limit = "hourly_limit"
+    daily_limit = "daily_limit"
+    reason = "reason"
+    approve = "limit-request-approve"
+    deny = "limit-request-deny"
+    decision_block = "decision"
+
+
 def versioned(block_id: str, version: int) -> str:
     """A block_id that changes when the app must replace what the user typed (Slack keeps typed values
     for as long as block_id and action_id stay the same)."""

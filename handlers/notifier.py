@@ -8,7 +8,9 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.services.verification import StepEvent
+from handlers.managers import ManagerDirectory
 from handlers.views.identity_messages import Message, identity_updated
+from handlers.views.limits import approval_request, decision_for_requester, limits_changed
 from handlers.views.verification import identity_panel, ready_message, step_event_message
 from models import Identity, LimitRequest, VerificationStep
 
@@ -16,15 +18,20 @@ log = logging.getLogger(__name__)
 
 
 class SlackNotifier:
-    def __init__(self, client: AsyncWebClient) -> None:
+    def __init__(
+        self, client: AsyncWebClient, managers: ManagerDirectory, *, approvals_channel: str | None = None
+    ) -> None:
         self.client = client
+        self.managers = managers
+        self.approvals_channel = approvals_channel
 
     async def post(
         self, channel: str, message: Message, *, fallback_user: str | None = None, thread_ts: str | None = None
     ) -> tuple[str, str] | None:
         """Post to a channel. If the bot can't post there, tell `fallback_user` by DM instead of losing it."""
         try:
-            resp = await self.client.chat_postMessage(channel=channel, thread_ts=thread_ts, **message.as_kwargs())
+            kwargs = message.as_kwargs() if message.blocks else {"text": message.text}
+            resp = await self.client.chat_postMessage(channel=channel, thread_ts=thread_ts, **kwargs)
             return resp["channel"], resp["ts"]
         except SlackApiError as exc:
             error = exc.response.get("error")
@@ -68,3 +75,39 @@ class SlackNotifier:
     async def identity_ready(self, identity: Identity, steps: dict[str, VerificationStep]) -> None:
         await self._refresh_panel(identity, steps)
         await self.post(identity.notices_channel, ready_message(identity))
+
+    # ---- limits ----------------------------------------------------------------------------------------
+    async def limit_request_created(self, identity: Identity, request: LimitRequest) -> list[tuple[str, str]]:
+        """To APPROVALS_CHANNEL, or as a DM to each manager. Returns where it went."""
+        message = approval_request(identity, request)
+        targets = [self.approvals_channel] if self.approvals_channel else sorted(await self.managers.manager_ids())
+        posted = [p for t in targets if (p := await self.post(t, message)) is not None]
+        if not posted:
+            await self.post(
+                identity.notices_channel,
+                Message(
+                    text=f"The limit request for {identity.address} could not reach a manager: set MANAGERS or "
+                    "APPROVALS_CHANNEL for Identity Bot.",
+                    blocks=[],
+                ),
+            )
+        return posted
+
+    async def _update_request_messages(self, identity: Identity, request: LimitRequest) -> None:
+        message = approval_request(identity, request)
+        for where in request.messages or []:
+            try:
+                await self.client.chat_update(channel=where["channel"], ts=where["ts"], **message.as_kwargs())
+            except SlackApiError as exc:
+                log.warning("could not update limit request %s: %s", request.id, exc.response.get("error"))
+
+    async def limit_request_closed(self, identity: Identity, request: LimitRequest) -> None:
+        await self._update_request_messages(identity, request)
+
+    async def limit_request_decided(self, identity: Identity, request: LimitRequest) -> None:
+        await self._update_request_messages(identity, request)
+        await self.post(identity.notices_channel, decision_for_requester(identity, request),
+                        fallback_user=request.requested_by)
+
+    async def limits_changed(self, identity: Identity, actor: str) -> None:
+        await self.post(identity.notices_channel, limits_changed(identity, actor), fallback_user=actor)

@@ -178,7 +178,9 @@ async def test_directory_failure_answers_451_not_500(db: Database) -> None:
         await running.server.stop()
 
 
-async def test_database_failure_during_data_answers_451_and_queues_nothing(inbound: Inbound) -> None:
+async def test_database_failure_during_data_answers_451_and_queues_nothing(
+    inbound: Inbound, caplog: pytest.LogCaptureFixture
+) -> None:
     async with inbound.db.transaction() as session:
         await session.execute(text("ALTER TABLE inbound_messages RENAME TO inbound_messages_away"))
     try:
@@ -194,6 +196,10 @@ async def test_database_failure_during_data_answers_451_and_queues_nothing(inbou
     assert failed.value.code == 451
     assert failed.value.message == "4.3.0 Temporary failure, please retry"
     assert await inbound.rows() == []
+    # The failure is logged with its trace, but not with the message (SQL parameters hidden).
+    assert "could not store a message from 127.0.0.1" in caplog.text
+    assert "Traceback" in caplog.text
+    assert "Sounds good" not in caplog.text
 
     # Once the database is back, the sender's retry succeeds.
     async with inbound.client() as client:

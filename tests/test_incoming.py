@@ -343,3 +343,32 @@ def test_forward_of_an_8bit_original_keeps_it_readable() -> None:
     original = attachment.get_content()
     assert original["Message-ID"] == "<umlaut-1@kunde.example.de>"
     assert original.get_content().strip() == "Gerne, nächste Woche passt."
+
+
+async def test_company_identity_lead_is_forwarded_from_our_domain(db: Database) -> None:
+    """A copy reaching a company identity's tracking address leaves from the platform: From our own domain,
+    so the customer's DMARC does not reject it."""
+    async with db.transaction() as session:
+        company = Identity(
+            team_id="T0TEST",
+            kind="company",
+            display_name="Jane Doe",
+            company_name="Acme Inc.",
+            address="jane@acme.example.com",
+            forwarding_address="sales@acme.example.com",
+            notices_channel="C_TEAM",
+            created_by="U_LEAD",
+            tracking_address=TRACKING_ADDRESS,
+        )
+        session.add(company)
+    calls = Calls()
+    message_id = await store(db, LEAD_REPLY.replace(b"jane.doe@platform", b"jane@acme"), [TRACKING_ADDRESS])
+
+    await pipeline(db, calls).process(message_id)
+
+    [(identity_id, fwd)] = calls.forwards
+    assert identity_id == company.id
+    assert fwd["To"] == "sales@acme.example.com"
+    [sender] = fwd["From"].addresses
+    assert (sender.display_name, sender.addr_spec) == ("Jane Doe", "noreply@platform.example.com")
+    assert "replied to jane@acme.example.com" in fwd.get_body(("plain",)).get_content()

@@ -22,6 +22,7 @@ from typing import Any, Protocol
 from aiosmtpd.smtp import SMTP, Envelope, Session
 from sqlalchemy import select
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import StatementError
 
 from models import Database, InboundMessage
 from models.base import utcnow
@@ -78,6 +79,19 @@ def dedup_key(message_id: str | None, raw: bytes) -> str:
     return hashlib.sha256((message_id or "").encode()).hexdigest() + hashlib.sha256(raw).hexdigest()
 
 
+def without_sql_parameters(error: BaseException) -> BaseException:
+    """Make SQLAlchemy errors in the chain print without their bound parameters: those are the message itself,
+    and message bodies never go to the log."""
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, StatementError):
+            current.hide_parameters = True
+        current = current.__cause__ or current.__context__
+    return error
+
+
 def dialect_insert(db: Database) -> Any:
     """The dialect's INSERT, which has ON CONFLICT DO NOTHING on both SQLite and PostgreSQL."""
     return sqlite.insert if db.is_sqlite else postgresql.insert
@@ -109,8 +123,10 @@ class InboundHandler:
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         try:
             message_id, created = await self._server.store(session, envelope)
-        except Exception:  # noqa: BLE001 - nothing is queued unless committed: temporary failure
-            log.exception("inbound: could not store a message from %s", _peer(session))
+        except Exception as exc:  # noqa: BLE001 - nothing is queued unless committed: temporary failure
+            log.error(
+                "inbound: could not store a message from %s", _peer(session), exc_info=without_sql_parameters(exc)
+            )
             return TEMPORARY_FAILURE
         log.info(
             "inbound: %s message %s from %s (%d bytes, %d recipients)",
@@ -124,7 +140,7 @@ class InboundHandler:
 
     async def handle_exception(self, error: Exception) -> str:
         """Anything that escapes a handler or aiosmtpd itself: log it, answer 451, never 500."""
-        log.error("inbound: SMTP session error", exc_info=error)
+        log.error("inbound: SMTP session error", exc_info=without_sql_parameters(error))
         return TEMPORARY_FAILURE
 
 
@@ -303,5 +319,9 @@ class InboundServer:
         try:
             async with self._processing:
                 await self.on_stored(message_id)  # type: ignore[misc]
-        except Exception:  # noqa: BLE001 - the row stays stored; process_pending retries it
-            log.exception("inbound: processing message %s failed; it stays pending", message_id)
+        except Exception as exc:  # noqa: BLE001 - the row stays stored; process_pending retries it
+            log.error(
+                "inbound: processing message %s failed; it stays pending",
+                message_id,
+                exc_info=without_sql_parameters(exc),
+            )

@@ -31,7 +31,7 @@ from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.mail.classifier import FORWARDED_HEADER, Classification, Mail, classify
-from bot.mail.inbound import dialect_insert
+from bot.mail.inbound import dialect_insert, without_sql_parameters
 from bot.services import audit
 from models import Database, Identity, InboundMessage, Suppression
 from models.base import utcnow
@@ -54,13 +54,17 @@ class IncomingMail:
         on_tokens: Callable[[list[str], int], Awaitable[None]],
         forward: Callable[[Identity, EmailMessage], Awaitable[None]],
         platform_domains: tuple[str, ...],
+        forward_sender: str | None = None,
         claim_timeout: timedelta = timedelta(minutes=15),
     ) -> None:
         self.db = db
         self.on_tokens = on_tokens
         self.forward = forward
-        # Our own domains: an address on them is never put on the suppression list.
+        # Our own domains: an address on them is never suppressed, and forwards are sent From one of them.
         self.platform_domains = tuple(d.lower() for d in platform_domains)
+        # From address of forwards for identities not on our domains (company identities): mail leaving the
+        # platform From jane@customer.example would fail the customer's DMARC.
+        self.forward_sender = forward_sender or (f"noreply@{self.platform_domains[0]}" if platform_domains else None)
         self.claim_timeout = claim_timeout
 
     async def process(self, message_id: int) -> None:
@@ -77,8 +81,10 @@ class IncomingMail:
         for message_id in ids:
             try:
                 done += await self._process_once(message_id)
-            except Exception:  # noqa: BLE001 - one bad message must not block the others
-                log.exception("incoming: message %s failed; it stays pending", message_id)
+            except Exception as exc:  # noqa: BLE001 - one bad message must not block the others
+                log.error(
+                    "incoming: message %s failed; it stays pending", message_id, exc_info=without_sql_parameters(exc)
+                )
         return done
 
     async def _process_once(self, message_id: int) -> bool:
@@ -141,7 +147,9 @@ class IncomingMail:
             if identity is None:
                 log.warning("incoming: lead %s matches no identity (%s); not forwarded", message_id, row.rcpt_tos)
             else:
-                await self.forward(identity, build_forward(identity, row.raw, message_id))
+                await self.forward(
+                    identity, build_forward(identity, row.raw, message_id, sender=self._sender(identity))
+                )
                 forwarded_at = utcnow()
                 log.info("incoming: lead %s forwarded for identity %s", message_id, identity_id)
         async with self.db.transaction() as session:
@@ -209,6 +217,12 @@ class IncomingMail:
                 )
                 log.info("incoming: suppressed %s (%s, message %s)", address, reason, row.id)
 
+    def _sender(self, identity: Identity) -> str:
+        """Forwards leave from the platform: From the identity itself when it is on our domains, else our sender."""
+        if identity.address.rpartition("@")[2].lower() in self.platform_domains or not self.forward_sender:
+            return identity.address
+        return self.forward_sender
+
     def _suppressible(self, address: str) -> bool:
         local, at, domain = address.rpartition("@")
         return bool(at and local and domain) and len(address) <= 320 and domain not in self.platform_domains
@@ -218,14 +232,15 @@ def _clean(text: str, limit: int) -> str:
     return _CONTROL.sub(" ", text).strip()[:limit]
 
 
-def build_forward(identity: Identity, raw: bytes, inbound_id: int) -> EmailMessage:
+def build_forward(identity: Identity, raw: bytes, inbound_id: int, *, sender: str | None = None) -> EmailMessage:
     """The message that hands a lead's reply to the identity's response-forwarding address: from the identity,
     Reply-To the lead, the reply's new text inline, the original attached as message/rfc822, and FORWARDED_HEADER
-    so the copy is recognised (and never forwarded again) if it ever comes back to us."""
+    so the copy is recognised (and never forwarded again) if it ever comes back to us. `sender` is the From address
+    (default: the identity's own), shown with the identity's display name."""
     mail = Mail(raw)
     original = mail.message
-    local, _, domain = identity.address.rpartition("@")
-    sender = mail.header("From") or "(unknown sender)"
+    local, _, domain = (sender or identity.address).rpartition("@")
+    lead = mail.header("From") or "(unknown sender)"
 
     fwd = EmailMessage()
     fwd["From"] = Address(display_name=identity.display_name, username=local, domain=domain)
@@ -250,7 +265,7 @@ def build_forward(identity: Identity, raw: bytes, inbound_id: int) -> EmailMessa
     if len(preview) > PREVIEW_CHARS:
         preview = preview[:PREVIEW_CHARS] + "\n[…]"
     fwd.set_content(
-        f"{_clean(sender, 300)} replied to {identity.address}:\n\n{preview}\n\n"
+        f"{_clean(lead, 300)} replied to {identity.address}:\n\n{preview}\n\n"
         "The complete message is attached. Replying to this email answers the sender directly.\n"
     )
     fwd.make_mixed()

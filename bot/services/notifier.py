@@ -29,6 +29,18 @@ class Notifier(Protocol):
     async def identity_ready(self, identity: Identity, steps: dict[str, VerificationStep]) -> None:
         """All three steps passed."""
 
+    async def limit_request_created(self, identity: Identity, request: LimitRequest) -> list[Posted]:
+        """Ask the approvers; returns where the request was posted."""
+
+    async def limit_request_closed(self, identity: Identity, request: LimitRequest) -> None:
+        """A pending request was superseded by a newer one."""
+
+    async def limit_request_decided(self, identity: Identity, request: LimitRequest) -> None:
+        """A manager approved or denied a request."""
+
+    async def limits_changed(self, identity: Identity, actor: str) -> None:
+        """Limits were changed without needing approval (lowered, or within the defaults)."""
+
 
 class NullNotifier:
     """Says nothing (unit tests and commands without Slack)."""
@@ -46,4 +58,16 @@ class NullNotifier:
         return None
 
     async def identity_ready(self, identity: Identity, steps: dict[str, VerificationStep]) -> None:
+        return None
+
+    async def limit_request_created(self, identity: Identity, request: LimitRequest) -> list[Posted]:
+        return []
+
+    async def limit_request_closed(self, identity: Identity, request: LimitRequest) -> None:
+        return None
+
+    async def limit_request_decided(self, identity: Identity, request: LimitRequest) -> None:
+        return None
+
+    async def limits_changed(self, identity: Identity, actor: str) -> None:
         return None

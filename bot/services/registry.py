@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from bot.config import Settings
 from bot.services.identities import IdentityService
+from bot.services.limits import LimitService
 from bot.services.verification import VerificationService
 
 
@@ -14,3 +15,4 @@ class Services:
     settings: Settings
     identities: IdentityService
     verification: VerificationService
+    limits: LimitService

@@ -109,6 +109,8 @@ HELP_LINES = [
     (f"`{COMMAND} list`", "the identities in this workspace and their status"),
     (f"`{COMMAND} edit <address>`", "change an identity's names, forwarding address or SMTP settings"),
     (f"`{COMMAND} verify <address>`", "post the three verification steps (Sending, Receiving, Tracking)"),
+    (f"`{COMMAND} show <address>`", "details, sending usage against the limits, and verification status"),
+    (f"`{COMMAND} limits <address>`", "change the sending limits (raising them above the defaults needs a manager)"),
     (f"`{COMMAND} help`", "this message"),
 ]
 

@@ -15,10 +15,13 @@ from slack_sdk.models.blocks import (
 )
 from slack_sdk.models.views import View
 
+from bot.services.sending_limits import LimitDecision
 from bot.services.verification import STEP_LABELS, StepEvent
+from handlers.ids import Limits as L
 from handlers.ids import Verification as V
 from handlers.views.common import context, escape, slack_date
 from handlers.views.identity_messages import Message, identity_details
+from handlers.views.limits import usage_blocks
 from models import Identity, LimitRequest, StepName, StepStatus, VerificationStep
 
 STEP_HELP = {
@@ -77,6 +80,12 @@ def testing_blocks(identity: Identity, steps: dict[str, VerificationStep]) -> li
         )
     if identity.status == "ready":
         blocks.append(SectionBlock(text=MarkdownTextObject(text=":tada: *Email identity is ready to use.*")))
+    blocks.append(
+        ActionsBlock(
+            block_id="identity-actions",
+            elements=[ButtonElement(text="Change limits", action_id=L.open, value=str(identity.id))],
+        )
+    )
     return blocks
 
 
@@ -94,6 +103,23 @@ def identity_panel(
             *identity_details(identity, request),
             *testing_blocks(identity, steps),
             context(f"Created by <@{identity.created_by}> on {slack_date(identity.created_at)}"),
+        ],
+    )
+
+
+def identity_overview(
+    identity: Identity, steps: dict[str, VerificationStep], usage: LimitDecision, request: LimitRequest | None
+) -> Message:
+    """`/identity show`: details, usage against the limits, and where verification stands."""
+    lines = [f"*{STEP_LABELS[name]}:* {step_status_text(name, steps.get(name.value))}" for name in StepName]
+    return Message(
+        text=f"{identity.display_name} <{identity.address}>: sent {usage.sent_last_hour}/{identity.hourly_limit} "
+        f"in the last hour, {usage.sent_last_day}/{identity.daily_limit} in the last 24 hours.",
+        blocks=[
+            HeaderBlock(text=f"Email identity: {identity.display_name}"[:150]),
+            *identity_details(identity, request),
+            *usage_blocks(identity, usage),
+            SectionBlock(text=MarkdownTextObject(text="\n".join(lines))),
         ],
     )
 

@@ -1,0 +1,222 @@
+"""Changing sending limits: lowering applies at once, raising above the defaults waits for a manager.
+
+A manager's decision is a conditional update (… WHERE status = 'pending'), so when two managers click at the same
+moment exactly one decision counts and the other is told who decided and when."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import select, update
+
+from bot.services import audit
+from bot.services.errors import FormErrors, NotAllowed, NotFound
+from bot.services.identities import IdentityService
+from bot.services.notifier import Notifier
+from bot.services.sending_limits import LimitDecision, SendingLimits
+from bot.services.validation import check_limits, parse_limit
+from models import Database, Identity, LimitRequest, LimitRequestStatus
+from models.base import utcnow
+from models.tables import DEFAULT_DAILY_LIMIT, DEFAULT_HOURLY_LIMIT, MAX_DAILY_LIMIT
+
+MAX_REASON = 500
+
+
+@dataclass
+class LimitChange:
+    outcome: str  # "applied" | "requested" | "unchanged"
+    identity: Identity
+    request: LimitRequest | None = None
+    superseded: list[LimitRequest] | None = None
+
+
+class AlreadyDecided(Exception):
+    def __init__(self, request: LimitRequest) -> None:
+        super().__init__(f"request {request.id} was already {request.status}")
+        self.request = request
+
+
+@dataclass
+class Decision:
+    request: LimitRequest
+    identity: Identity
+
+
+class LimitService:
+    def __init__(
+        self,
+        db: Database,
+        notifier: Notifier,
+        identities: IdentityService,
+        window: SendingLimits,
+        *,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self.db = db
+        self.notifier = notifier
+        self.identities = identities
+        self.window = window
+        self.clock = clock
+
+    @staticmethod
+    def needs_manager(identity: Identity, hourly: int, daily: int) -> bool:
+        """Raising a limit above both the default and what the identity already has needs a manager."""
+        return hourly > max(identity.hourly_limit, DEFAULT_HOURLY_LIMIT) or daily > max(
+            identity.daily_limit, DEFAULT_DAILY_LIMIT
+        )
+
+    async def change(
+        self, identity_id: int, hourly_text: str | None, daily_text: str | None, reason: str | None, *,
+        actor: str, is_manager: bool,
+    ) -> LimitChange:
+        """Apply or request new limits. Raises FormErrors (nothing changes) or NotAllowed."""
+        identity = await self.identities.get(identity_id)
+        if not self.identities.may_edit(identity, actor, is_manager=is_manager):
+            raise NotAllowed("Only the identity's creator or a manager can change its limits.")
+        errors: dict[str, str] = {}
+        hourly, err = parse_limit(hourly_text, "hourly limit")
+        if err:
+            errors["hourly_limit"] = err
+        daily, err = parse_limit(daily_text, "daily limit")
+        if err:
+            errors["daily_limit"] = err
+        if hourly is not None and daily is not None:
+            for name, message in check_limits(hourly, daily).items():
+                errors.setdefault(name, message)
+        reason = (reason or "").strip()
+        if len(reason) > MAX_REASON:
+            errors["reason"] = f"Keep the reason under {MAX_REASON} characters."
+        if errors:
+            raise FormErrors(errors)
+        assert hourly is not None and daily is not None
+        if (hourly, daily) == (identity.hourly_limit, identity.daily_limit):
+            return LimitChange("unchanged", identity)
+        now = self.clock()
+        async with self.db.transaction() as session:
+            locked = await session.get(Identity, identity_id, with_for_update=True)
+            if locked is None:
+                raise NotFound("This identity no longer exists.")
+            superseded = list(
+                (
+                    await session.scalars(
+                        select(LimitRequest).where(
+                            LimitRequest.identity_id == identity_id,
+                            LimitRequest.status == LimitRequestStatus.PENDING.value,
+                        )
+                    )
+                ).all()
+            )
+            if superseded:
+                await session.execute(
+                    update(LimitRequest)
+                    .where(LimitRequest.id.in_([r.id for r in superseded]),
+                           LimitRequest.status == LimitRequestStatus.PENDING.value)
+                    .values(status=LimitRequestStatus.SUPERSEDED.value, decided_at=now)
+                )
+                for r in superseded:
+                    r.status, r.decided_at = LimitRequestStatus.SUPERSEDED.value, now
+            if self.needs_manager(locked, hourly, daily):
+                request = LimitRequest(
+                    identity_id=identity_id,
+                    requested_by=actor,
+                    previous_hourly=locked.hourly_limit,
+                    previous_daily=locked.daily_limit,
+                    requested_hourly=hourly,
+                    requested_daily=daily,
+                    reason=reason,
+                    created_at=now,
+                )
+                session.add(request)
+                await session.flush()
+                audit.record(session, actor=actor, action="limits.requested", identity_id=identity_id,
+                             request_id=request.id, hourly=hourly, daily=daily, reason=reason,
+                             superseded=[r.id for r in superseded])
+                result = LimitChange("requested", locked, request, superseded)
+            else:
+                before = (locked.hourly_limit, locked.daily_limit)
+                locked.hourly_limit, locked.daily_limit, locked.updated_at = hourly, daily, now
+                audit.record(session, actor=actor, action="limits.changed", identity_id=identity_id,
+                             previous={"hourly": before[0], "daily": before[1]},
+                             current={"hourly": hourly, "daily": daily}, reason=reason,
+                             superseded=[r.id for r in superseded])
+                result = LimitChange("applied", locked, None, superseded)
+        return result
+
+    async def announce(self, change: LimitChange, *, actor: str) -> None:
+        """Tell managers about a request (and the channel about an applied change); retire superseded requests."""
+        for old in change.superseded or []:
+            await self.notifier.limit_request_closed(change.identity, old)
+        if change.outcome == "requested" and change.request is not None:
+            await self.post_request(change.request.id)
+        elif change.outcome == "applied":
+            await self.notifier.limits_changed(change.identity, actor)
+
+    async def post_request(self, request_id: int) -> None:
+        """Post a pending request to the approvers and remember where, to update it once decided."""
+        async with self.db.session() as session:
+            request = await session.get(LimitRequest, request_id)
+        if request is None or request.status != LimitRequestStatus.PENDING.value:
+            return
+        identity = await self.identities.get(request.identity_id)
+        posted = await self.notifier.limit_request_created(identity, request)
+        async with self.db.transaction() as session:
+            await session.execute(
+                update(LimitRequest)
+                .where(LimitRequest.id == request_id)
+                .values(messages=[{"channel": c, "ts": t} for c, t in posted])
+            )
+
+    async def get_request(self, request_id: int) -> LimitRequest:
+        async with self.db.session() as session:
+            request = await session.get(LimitRequest, request_id)
+        if request is None:
+            raise NotFound("This limit request no longer exists.")
+        return request
+
+    async def decide(
+        self, request_id: int, *, approve: bool, decider: str, is_manager: bool,
+        seen_in: tuple[str, str] | None = None,
+    ) -> Decision:
+        """Approve or deny a pending request, exactly once. Raises NotAllowed or AlreadyDecided.
+        `seen_in` is the message the decision was made in: it is updated even if it was not recorded yet."""
+        request = await self.get_request(request_id)
+        if not is_manager:
+            raise NotAllowed("Only managers can decide limit requests.")
+        if request.requested_by == decider:
+            raise NotAllowed("You can't decide your own request: another manager has to.")
+        now = self.clock()
+        status = LimitRequestStatus.APPROVED.value if approve else LimitRequestStatus.DENIED.value
+        identity: Identity | None = None
+        async with self.db.transaction() as session:
+            won = await session.execute(
+                update(LimitRequest)
+                .where(LimitRequest.id == request_id, LimitRequest.status == LimitRequestStatus.PENDING.value)
+                .values(status=status, decided_by=decider, decided_at=now)
+            )
+            if won.rowcount == 1:  # type: ignore[attr-defined]
+                identity = await session.get(Identity, request.identity_id, with_for_update=True)
+                if identity is None:
+                    raise NotFound("This identity no longer exists.")
+                fresh = await session.get(LimitRequest, request_id, populate_existing=True)
+                messages = list((fresh.messages if fresh else None) or [])
+                if seen_in and {"channel": seen_in[0], "ts": seen_in[1]} not in messages:
+                    messages.append({"channel": seen_in[0], "ts": seen_in[1]})
+                request.messages = messages
+                if approve:
+                    identity.hourly_limit = request.requested_hourly
+                    identity.daily_limit = min(request.requested_daily, MAX_DAILY_LIMIT)
+                    identity.updated_at = now
+                audit.record(session, actor=decider, action=f"limits.{status}", identity_id=identity.id,
+                             request_id=request_id, hourly=request.requested_hourly, daily=request.requested_daily,
+                             requested_by=request.requested_by)
+        if identity is None:  # someone else decided first: tell who and when
+            raise AlreadyDecided(await self.get_request(request_id))
+        request.status, request.decided_by, request.decided_at = status, decider, now
+        decision = Decision(request, identity)
+        await self.notifier.limit_request_decided(identity, request)
+        return decision
+
+    async def usage(self, identity_id: int) -> LimitDecision:
+        return await self.window.usage(identity_id)
