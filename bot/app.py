@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import ssl
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 
@@ -121,8 +122,12 @@ class Runtime:
             platform_domains=(s.platform_domain, s.tracking_domain),
         )
         self.inbound = InboundServer(self.db, identities, on_stored=self.incoming.process)
+        tls = None
+        if s.submission_tls is not None:
+            tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            tls.load_cert_chain(*s.submission_tls)
         self.gateway = SubmissionGateway(
-            self.db, GatewayCredentials(self.db), self.window, relay=self._relay_as_identity
+            self.db, GatewayCredentials(self.db), self.window, relay=self._relay_as_identity, tls_context=tls
         )
         handlers.register(self.app, self.services, self.managers)
 
@@ -161,7 +166,6 @@ class Runtime:
         await self.inbound.start(s.inbound_smtp.host, s.inbound_smtp.port)
         log.info("inbound SMTP server on %s:%s", self.inbound.host, self.inbound.port)
         await self.gateway.start(s.submission_smtp.host, s.submission_smtp.port)
-        log.info("submission gateway on %s:%s", self.gateway.host, self.gateway.port)
         self._tasks.append(asyncio.create_task(self._recover()))
         self._tasks.append(asyncio.create_task(self._sweep()))
         if self.settings.socket_mode:

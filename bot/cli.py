@@ -26,8 +26,11 @@ def _parser() -> argparse.ArgumentParser:
         help="rotate: re-encrypt every stored password under the first key; generate-key: print a new key",
     )
     cred = sub.add_parser("credentials", help="submission gateway credentials")
-    cred.add_argument("action", choices=["issue"], help="issue a new username and password for an identity")
-    cred.add_argument("address", help="the identity's email address")
+    cred.add_argument(
+        "action", choices=["issue", "revoke"],
+        help="issue: a new username and password for an identity (shown once); revoke: disable a username",
+    )
+    cred.add_argument("target", help="the identity's email address (issue) or the username (revoke)")
     return p
 
 
@@ -64,9 +67,15 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "credentials":
             settings = load_settings(require_slack=False)
             setup_logging(settings.log_level)
-            from bot.services.credentials import issue_credentials_cli
+            settings.data_dir.mkdir(parents=True, exist_ok=True)
+            from models.db import run_upgrade_blocking
 
-            return issue_credentials_cli(settings.database_url, args.address)
+            run_upgrade_blocking(settings.database_url)
+            from bot.services.credentials import issue_credentials_cli, revoke_credentials_cli
+
+            if args.action == "issue":
+                return issue_credentials_cli(settings.database_url, args.target)
+            return revoke_credentials_cli(settings.database_url, args.target)
         elif args.command == "demo":
             from bot.demo import run_demo
 

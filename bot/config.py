@@ -66,6 +66,7 @@ class Settings:
     smtp_allowed_ports: tuple[int, ...]
     tracking_timeout: float
     smtp_timeout: float
+    submission_tls: tuple[Path, Path] | None
     log_level: str
 
     @property
@@ -87,6 +88,15 @@ def _host_port(name: str, value: str) -> HostPort:
     if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
         raise ConfigError(name, f"expected HOST:PORT, got {value!r}")
     return HostPort(host.strip("[]"), int(port))
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _domain(name: str, value: str) -> str:
@@ -197,6 +207,16 @@ def load_settings(env: Mapping[str, str] | None = None, *, require_slack: bool =
     except ValueError:
         raise ConfigError("SMTP_TIMEOUT", f"expected seconds between 0 and 60, got {smtp_timeout_s!r}") from None
 
+    cert, key = get("SUBMISSION_TLS_CERT"), get("SUBMISSION_TLS_KEY")
+    if bool(cert) != bool(key):
+        raise ConfigError("SUBMISSION_TLS_KEY" if cert else "SUBMISSION_TLS_CERT", "set both the certificate and the key")
+    submission_tls = None
+    if cert and key:
+        for name, path in (("SUBMISSION_TLS_CERT", cert), ("SUBMISSION_TLS_KEY", key)):
+            if not Path(path).is_file():
+                raise ConfigError(name, f"no such file: {path}")
+        submission_tls = (Path(cert), Path(key))
+
     level = (get("LOG_LEVEL") or "INFO").upper()
     if level not in LOG_LEVELS:
         raise ConfigError("LOG_LEVEL", f"expected one of {', '.join(LOG_LEVELS)}")
@@ -212,6 +232,12 @@ def load_settings(env: Mapping[str, str] | None = None, *, require_slack: bool =
         if not re.fullmatch(r"[A-Za-z0-9.-]+", host):
             raise ConfigError("HOST", f"expected an address or host name, got {host!r}") from None
 
+    submission = _host_port("SUBMISSION_SMTP", get("SUBMISSION_SMTP") or "127.0.0.1:2587")
+    if submission_tls is None and not _is_loopback(submission.host):
+        raise ConfigError(
+            "SUBMISSION_TLS_CERT", f"the gateway listens on {submission.host}: AUTH off loopback needs TLS"
+        )
+
     return Settings(
         slack_bot_token=bot_token,
         slack_signing_secret=signing_secret,
@@ -225,7 +251,7 @@ def load_settings(env: Mapping[str, str] | None = None, *, require_slack: bool =
         platform_domain=platform_domain,
         tracking_domain=tracking_domain,
         inbound_smtp=_host_port("INBOUND_SMTP", get("INBOUND_SMTP") or "127.0.0.1:2525"),
-        submission_smtp=_host_port("SUBMISSION_SMTP", get("SUBMISSION_SMTP") or "127.0.0.1:2587"),
+        submission_smtp=submission,
         relay=_relay("RELAY_SMTP_URL", get("RELAY_SMTP_URL")) if get("RELAY_SMTP_URL") else None,
         approvals_channel=approvals,
         managers=_slack_id_list("MANAGERS", get("MANAGERS") or ""),
@@ -235,5 +261,6 @@ def load_settings(env: Mapping[str, str] | None = None, *, require_slack: bool =
         smtp_allowed_ports=allowed_ports,
         tracking_timeout=tracking_timeout,
         smtp_timeout=smtp_timeout,
+        submission_tls=submission_tls,
         log_level=level,
     )

@@ -90,3 +90,12 @@ def test_relay_url_is_parsed_without_losing_the_password() -> None:
     assert (s.relay.host, s.relay.port, s.relay.security) == ("relay.example.com", 2525, "none")
     assert (s.relay.username, s.relay.password) == ("user@x", "p:ss")
     assert "p:ss" not in repr(s)
+
+
+def test_the_gateway_off_loopback_needs_a_certificate() -> None:
+    with pytest.raises(ConfigError) as info:
+        load_settings({**BASE, "SUBMISSION_SMTP": "0.0.0.0:587"})
+    assert info.value.variable == "SUBMISSION_TLS_CERT"
+    with pytest.raises(ConfigError) as info:
+        load_settings({**BASE, "SUBMISSION_TLS_CERT": "/nonexistent.pem"})
+    assert info.value.variable == "SUBMISSION_TLS_KEY"

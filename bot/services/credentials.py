@@ -174,6 +174,25 @@ def issue_credentials_cli(database_url: str, address: str) -> int:
     return 0
 
 
+def revoke_credentials_cli(database_url: str, username: str) -> int:
+    """`identity-bot credentials revoke <username>`: the username stops working at once."""
+
+    async def _go() -> bool:
+        db = Database(database_url)
+        try:
+            return await GatewayCredentials(db).revoke(username, actor="cli")
+        finally:
+            await db.dispose()
+
+    try:
+        revoked = asyncio.run(_go())
+    except NotFound as exc:
+        print(str(exc), file=sys.stderr)
+        return 1
+    print(f"revoked: {username}" if revoked else f"{username} was already revoked")
+    return 0
+
+
 def _scrypt(password: bytes, salt: bytes, n: int, r: int, p: int, *, dklen: int = _KEY_BYTES) -> bytes:
     return hashlib.scrypt(password, salt=salt, n=n, r=r, p=p, maxmem=_MAXMEM, dklen=dklen)
 

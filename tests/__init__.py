@@ -1,0 +1,1 @@
+"""Tests: unit tests of services and end-to-end tests over real HTTP and SMTP."""
