@@ -150,13 +150,19 @@ class Runtime:
         await self.delivery.send_as(server, message, sender=mail_from, recipients=recipients)
 
     async def _sweep(self) -> None:
-        """Fire tracking timeouts. Runs in every process; the conditional update makes each fire once."""
+        """Fire tracking timeouts and retry inbound mail whose processing failed (e.g. the relay was down).
+        Runs in every process; conditional updates and processing locks make each happen once."""
         interval = min(5.0, max(0.2, self.settings.tracking_timeout / 4))
+        retry_every = max(1, int(30 / interval))
+        rounds = 0
         while True:
             try:
                 await self.services.verification.expire_tracking()
+                rounds += 1
+                if rounds % retry_every == 0:
+                    await self.incoming.process_pending()
             except Exception:
-                log.exception("tracking timeout sweep failed")
+                log.exception("background sweep failed")
             await asyncio.sleep(interval)
 
     async def start(self) -> None:

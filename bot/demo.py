@@ -4,19 +4,30 @@ the modal and the channel show. Nothing here is mocked but Slack itself."""
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
+from email.message import EmailMessage
+
+import aiosmtplib
+
 from bot.app import Runtime
 from bot.config import load_settings
 from bot.emulator import FakeSlack, SlackClient
+from bot.emulator.mailhost import MailHost, make_certificates
+from bot.services.credentials import GatewayCredentials
 
 TOKEN = "xoxb-demo-token"
 SECRET = "demo-signing-secret"
 LEAD, CHANNEL = "U_LEAD", "C_SALES_OPS"
+MANAGER, APPROVALS = "U_MANAGER", "C_APPROVALS"
+FORWARDING = "lea@northwind.example.com"
+COMPANY_ADDRESS = "jane@northwind.example.com"
+APP_PASSWORD = "qwertyuiopasdfgh"
 
 
 def _text(obj: Any) -> str:
@@ -89,11 +100,16 @@ class Demo:
         self.fake = FakeSlack(token=TOKEN)
         self.runtime: Runtime | None = None
         self.slack: SlackClient | None = None
-        self.shown: set[tuple[str, str]] = set()
+        self.mail = MailHost(identity_address=COMPANY_ADDRESS, users={COMPANY_ADDRESS: APP_PASSWORD})
 
+    # ---- plumbing --------------------------------------------------------------------------------------
     async def start(self) -> None:
         await self.fake.start()
         self.fake.add_user(LEAD, name="lea.lead", real_name="Lea Lead")
+        self.fake.add_user(MANAGER, name="max.manager", real_name="Max Manager")
+        ca_file, tls = make_certificates(self.workdir / "certs")
+        os.environ["SSL_CERT_FILE"] = str(ca_file)  # our client trusts the demo mail server's CA, like a real one
+        await self.mail.start(tls)
         env = {
             "SLACK_BOT_TOKEN": TOKEN,
             "SLACK_SIGNING_SECRET": SECRET,
@@ -102,67 +118,225 @@ class Demo:
             "DATA_DIR": str(self.workdir / "data"),
             "INBOUND_SMTP": "127.0.0.1:0",
             "SUBMISSION_SMTP": "127.0.0.1:0",
+            "RELAY_SMTP_URL": f"smtp://127.0.0.1:{self.mail.mx_port}?security=none",
+            "SMTP_ALLOW_PRIVATE_HOSTS": "true",
+            "MANAGERS": MANAGER,
+            "APPROVALS_CHANNEL": APPROVALS,
+            "TRACKING_TIMEOUT": "30",
             "LOG_LEVEL": "WARNING",
         }
         self.runtime = Runtime(load_settings(env))
         await self.runtime.start()
         assert self.runtime.http_url
+        self.mail.inbound = (self.runtime.inbound.host, self.runtime.inbound.port)
         self.slack = SlackClient(self.runtime.http_url, SECRET, self.fake)
-        print(
-            f"Identity Bot is running at {self.runtime.http_url} (database: SQLite in {self.workdir / 'data'})"
-        )
-        print(f"Slack emulator at {self.fake.url}\n")
+        print(f"Identity Bot is running at {self.runtime.http_url} (SQLite in {self.workdir / 'data'})")
+        print(f"  inbound SMTP {self.runtime.inbound.host}:{self.runtime.inbound.port}, "
+              f"submission gateway {self.runtime.gateway.host}:{self.runtime.gateway.port}")
+        print(f"  Slack emulator at {self.fake.url}; Northwind's mail server on 127.0.0.1:"
+              f"{self.mail.submission_port} (STARTTLS + AUTH) and :{self.mail.mx_port} (MX)")
 
     async def stop(self) -> None:
         if self.slack:
             await self.slack.close()
         if self.runtime:
             await self.runtime.stop()
+        await self.mail.stop()
         await self.fake.stop()
 
     def say(self, line: str) -> None:
         print(f"\n>>> {line}")
 
-    def show_new_messages(self) -> None:
-        for key, message in list(self.fake.messages.items()):
-            if key not in self.shown:
-                self.shown.add(key)
-                show_message(message)
+    def scene(self, title: str) -> None:
+        print(f"\n{'=' * 100}\n{title}\n{'=' * 100}")
 
-    async def create_platform_identity(self) -> None:
-        assert self.slack and self.runtime
+    def show_posts_since(self, mark: int, *, threads: bool = True) -> None:
+        for call in self.fake.calls[mark:]:
+            if call.method == "chat.postMessage" and call.ok:
+                message = self.fake.messages.get((call.response["channel"], call.response["ts"]))
+                if message and (threads or not message.get("thread_ts")):
+                    show_message(message)
+
+    async def panel(self, address: str) -> tuple[str, str]:
+        calls = [c for c in self.fake.calls if c.method == "chat.postMessage" and c.ok
+                 and address in str(c.args.get("blocks")) and "verify-sending" in str(c.args.get("blocks"))]
+        return calls[-1].response["channel"], calls[-1].response["ts"]
+
+    async def click_panel(self, address: str, action: str) -> int:
+        assert self.slack
+        channel, ts = await self.panel(address)
+        mark = self.fake.mark()
+        await self.slack.click_message(channel, ts, action, user=LEAD)
+        return mark
+
+    async def panel_update(self, address: str, text: str, mark: int) -> None:
+        channel, ts = await self.panel(address)
+        await self.fake.wait_for("chat.update", lambda c: c.args.get("ts") == ts and text in str(c.args.get("blocks")),
+                                 after=mark, timeout=20)
+        reply = await self.fake.wait_for(
+            "chat.postMessage", lambda c: c.args.get("thread_ts") == ts and text in c.args.get("text", ""),
+            after=mark, timeout=20,
+        )
+        show_message(self.fake.messages[(reply.response["channel"], reply.response["ts"])])
+
+    def show_panel(self, address: str, channel: str, ts: str) -> None:
+        show_message(self.fake.messages[(channel, ts)])
+
+    # ---- scenes ----------------------------------------------------------------------------------------
+    async def create_platform_identity(self) -> str:
+        assert self.slack
+        self.scene("1. A platform-domain identity")
         self.say(f"@lea.lead types in #{CHANNEL}: /identity new")
         mark = self.fake.mark()
         await self.slack.command("new", user=LEAD, channel=CHANNEL)
         view = (await self.fake.wait_for("views.open", after=mark)).response["view"]
         show_view("opened", view)
-        self.say("She types her display name and company, and clicks [Auto create]")
+        self.say("She types her display name, company and forwarding address, and clicks [Auto create]")
         self.slack.type(view["id"], "display_name", "Lea Lead")
         self.slack.type(view["id"], "company_name", "Northwind Traders")
-        self.slack.type(view["id"], "forwarding_address", "lea@northwind.example.com")
+        self.slack.type(view["id"], "forwarding_address", FORWARDING)
         mark = self.fake.mark()
         await self.slack.click_view(view["id"], "identity-auto-create")
         view = (await self.fake.wait_for("views.update", after=mark)).response["view"]
+        address = next(b["element"]["initial_value"] for b in view["blocks"]
+                       if b.get("block_id", "").startswith("address#"))
         show_view("after Auto create", view)
         self.say("She clicks [Save changes]")
         mark = self.fake.mark()
         ack = await self.slack.submit(view["id"])
         show_view("after saving", ack.body["view"])  # type: ignore[index]
         await self.fake.wait_for("chat.postMessage", after=mark)
-        self.show_new_messages()
+        self.show_posts_since(mark)
+        return address
+
+    async def verify(self, address: str) -> None:
+        assert self.slack
+        self.say("She clicks [Send Test Email]")
+        mark = await self.click_panel(address, "verify-sending")
+        await self.panel_update(address, "Sending Verified", mark)
+
+        self.say("She clicks [Send Test Response Email]")
+        inbox = len(self.mail.received)
+        mark = await self.click_panel(address, "verify-receiving-send")
+        otp = await self.mail.wait_for("verification code", after=inbox)
+        code = re.search(r"\b(\d{6})\b", otp.message.get_body(("plain",)).get_content()).group(1)  # type: ignore[union-attr]
+        print(f"\n    ✉  In {FORWARDING}'s inbox: “{otp.message['Subject']}”")
+        self.say(f"She clicks [Enter OTP] and types {code}")
+        mark = await self.click_panel(address, "verify-receiving-enter")
+        view = (await self.fake.wait_for("views.open", after=mark)).response["view"]
+        self.slack.type(view["id"], "otp", code)
+        ack = await self.slack.submit(view["id"], user=LEAD)
+        show_view("after Verify", ack.body["view"])  # type: ignore[index]
+        await self.panel_update(address, "Receiving Verified", mark)
+
+        self.say("She clicks [Send Response Email]")
+        mark = await self.click_panel(address, "verify-tracking")
+        await self.panel_update(address, "Tracking Verified", mark)
+        ready = await self.fake.wait_for("chat.postMessage", lambda c: "ready to use" in c.args.get("text", ""),
+                                         after=mark)
+        show_message(self.fake.messages[(ready.response["channel"], ready.response["ts"])])
+        self.say("The panel in the channel now reads:")
+        self.show_panel(address, *(await self.panel(address)))
+
+    async def company_identity(self) -> None:
+        assert self.slack
+        self.scene("2. A company-domain identity, sent through Northwind's own mail server")
+        mark = self.fake.mark()
+        await self.slack.command("new", user=LEAD, channel=CHANNEL)
+        view = (await self.fake.wait_for("views.open", after=mark)).response["view"]
+        self.say("She chooses (•) Company domain: the form grows the SMTP section and a CC tracking address")
+        mark = self.fake.mark()
+        await self.slack.choose(view["id"], "kind", "company", user=LEAD)
+        await self.fake.wait_for("views.update", after=mark)
+        for name, value in (("display_name", "Jane Doe"), ("company_name", "Northwind Traders"),
+                            ("address", COMPANY_ADDRESS), ("forwarding_address", FORWARDING),
+                            ("smtp_host", "127.0.0.1"), ("smtp_port", str(self.mail.submission_port)),
+                            ("smtp_password", "wrong-password")):
+            self.slack.type(view["id"], name, value)
+        self.say("She types the SMTP details with a mistyped password and clicks [Test email setup]")
+        await self.test_setup(view["id"])
+        self.say("She pastes the 16-character app password and tests again")
+        self.slack.type(view["id"], "smtp_password", APP_PASSWORD)
+        await self.test_setup(view["id"], show=True)
+        self.say("She clicks [Save changes]")
+        mark = self.fake.mark()
+        ack = await self.slack.submit(view["id"], user=LEAD)
+        show_view("after saving", ack.body["view"])  # type: ignore[index]
+        await self.fake.wait_for("chat.postMessage", after=mark)
+        tracking = re.search(r"cc-[0-9a-f]+@[\w.-]+", str(ack.body["view"])).group(0)  # type: ignore[union-attr,index]
+        self.say(f"Jane adds {tracking} as a forwarder in her mailbox, then runs the three steps")
+        self.mail.forward_to = tracking
+        await self.verify(COMPANY_ADDRESS)
+
+    async def test_setup(self, view_id: str, *, show: bool = False) -> None:
+        assert self.slack
+        mark = self.fake.mark()
+        await self.slack.click_view(view_id, "identity-test-setup", user=LEAD)
+        done = await self.fake.wait_for("views.update", after=mark + 1, timeout=20)
+        result = next(b for b in done.response["view"]["blocks"] if b.get("block_id") == "test_result")
+        print(f"\n    modal says: {plain(result['text']['text'])}")
+        if show:
+            show_view("after a passing test", done.response["view"])
+
+    async def limits(self, address: str) -> None:
+        assert self.slack
+        self.scene("3. A limit increase, approved by a manager")
+        self.say(f"@lea.lead: /identity limits {address} → 60 per hour, 250 per day, “Q4 campaign”")
+        mark = self.fake.mark()
+        await self.slack.command(f"limits {address}", user=LEAD, channel=CHANNEL)
+        view = (await self.fake.wait_for("views.open", after=mark)).response["view"]
+        self.slack.type(view["id"], "hourly_limit", "60")
+        self.slack.type(view["id"], "daily_limit", "250")
+        self.slack.type(view["id"], "reason", "Q4 campaign")
+        ack = await self.slack.submit(view["id"], user=LEAD)
+        show_view("after Save", ack.body["view"])  # type: ignore[index]
+        request = await self.fake.wait_for("chat.postMessage",
+                                           lambda c: "Limit increase request" in c.args.get("text", ""), after=mark)
+        channel, ts = request.response["channel"], request.response["ts"]
+        show_message(self.fake.messages[(channel, ts)])
+        self.say("@max.manager clicks [Approve] and confirms")
+        mark = self.fake.mark()
+        await self.slack.click_message(channel, ts, "limit-request-approve", user=MANAGER)
+        await self.fake.wait_for("chat.update", lambda c: c.args.get("ts") == ts, after=mark)
+        show_message(self.fake.messages[(channel, ts)])
+        await self.fake.wait_for("chat.postMessage", lambda c: c.args.get("channel") == CHANNEL, after=mark)
+        self.show_posts_since(mark)
+
+    async def gateway(self, address: str) -> None:
+        assert self.slack and self.runtime
+        self.scene("4. Campaign mail through the limit-enforcing submission gateway")
+        issued = await GatewayCredentials(self.runtime.db).issue(address, actor="demo")
+        print(f"\n    identity-bot credentials issue {address}  →  username: {issued.username}, password: (shown once)")
+        message = EmailMessage()
+        message["From"], message["To"], message["Subject"] = address, "prospect@example.com", "Hello from Northwind"
+        message.set_content("Hi! Do you have ten minutes next week?")
+        response = await aiosmtplib.send(
+            message, hostname=self.runtime.gateway.host, port=self.runtime.gateway.port,
+            username=issued.username, password=issued.password, start_tls=False, timeout=10,
+        )
+        print(f"    gateway answered: {response[1]}")
+        self.say(f"@lea.lead: /identity show {address}")
+        n = len(self.fake.responses)
+        await self.slack.command(f"show {address}", user=LEAD, channel=CHANNEL)
+        shown = await self.fake.wait_for_response(after=n)
+        print("\n┌─ only visible to you")
+        print(render_blocks(shown.get("blocks", []), "│ "))
+        print("└─")
 
     async def run(self) -> None:
         started = time.monotonic()
         await self.start()
         try:
-            await self.create_platform_identity()
+            address = await self.create_platform_identity()
+            self.scene("   … and its three verification steps")
+            await self.verify(address)
+            await self.company_identity()
+            await self.limits(address)
+            await self.gateway(address)
         finally:
             await self.stop()
         problems = self.fake.warnings
-        print(
-            f"\nDemo finished in {time.monotonic() - started:.1f} s."
-            + (f" Warnings: {problems}" if problems else "")
-        )
+        print(f"\nDemo finished in {time.monotonic() - started:.1f} s." + (f" Warnings: {problems}" if problems else ""))
 
 
 def run_demo() -> int:

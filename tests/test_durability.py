@@ -36,7 +36,7 @@ from handlers.ids import Verification as V
 from models import Database, Identity, InboundMessage, VerificationStep
 from tests.companymail import CompanyMail, start_company_mail
 from tests.conftest import BOT_TOKEN, PLATFORM_DOMAIN, SIGNING_SECRET, TEAM, TRACKING_DOMAIN, Bot
-from tests.mailservers import Delivery, TestCA, free_port, mail_ca, start_smtp_server  # noqa: F401
+from tests.mailservers import Delivery, TestCA, free_port, mail_ca_fixture, start_smtp_server  # noqa: F401
 from tests.test_company_identity import create_company_identity
 
 START_TIMEOUT = 30.0  # the bot process must say "listening on http://…" within this
@@ -132,7 +132,10 @@ class BotProcess:
             raise AssertionError(f"bot printed no line with {text!r} within {timeout}s:\n{self.tail()}") from None
         found = self._find(text, start)
         if found is None:
-            code = self.proc.returncode if self.proc else None
+            code = None
+            if self.proc is not None:
+                with contextlib.suppress(TimeoutError):
+                    code = await asyncio.wait_for(self.proc.wait(), 5)
             raise AssertionError(f"bot exited ({code}) before printing {text!r}:\n{self.tail()}")
         return self.lines[found]
 
@@ -374,24 +377,32 @@ async def test_a_pending_tracking_check_completes_when_its_copy_arrives_after_a_
 
 class GatedRelay:
     """The platform relay (the customer's MX in these tests). Leads the bot forwards (they carry FORWARDED_HEADER)
-    are held in DATA until `gate` opens; everything else goes to the company mailbox at once."""
+    are held in DATA until `release()`; everything else goes to the company mailbox at once. Held messages are
+    refused on release (their sender is gone by then), so only forwards made after it are delivered."""
 
     def __init__(self) -> None:
         self.gate = asyncio.Event()
         self.held = 0
         self.url = ""
+        self._released = False
         self._changed = asyncio.Condition()
 
-    async def on_data(self, envelope: Any, message: EmailMessage) -> None:
-        if message.get(FORWARDED_HEADER) is not None:
-            async with self._changed:
-                self.held += 1
-                self._changed.notify_all()
-            await self.gate.wait()
+    async def on_data(self, envelope: Any, message: EmailMessage) -> str | None:
+        if message.get(FORWARDED_HEADER) is None or self._released:
+            return None
+        async with self._changed:
+            self.held += 1
+            self._changed.notify_all()
+        await self.gate.wait()
+        return "451 4.3.0 Held by the test and dropped"
 
     async def wait_held(self, count: int) -> None:
         async with asyncio.timeout(EVENT_TIMEOUT), self._changed:
             await self._changed.wait_for(lambda: self.held >= count)
+
+    def release(self) -> None:
+        self._released = True
+        self.gate.set()
 
 
 @pytest.fixture
@@ -402,7 +413,7 @@ async def relay(company: CompanyMail) -> AsyncIterator[GatedRelay]:
     try:
         yield gated
     finally:
-        gated.gate.set()
+        gated.release()
         await server.close()
 
 
@@ -433,7 +444,7 @@ async def sigkill_while_processing_is_busy(
     reply = await deliver(bot, identity.address, identity.tracking_address, response.raw)
     assert reply.code == 250, reply
     await bot.kill()
-    relay.gate.set()  # the relay works again for whatever runs next
+    relay.release()  # the relay works again for whatever runs next
     return identity, response, leads
 
 
@@ -465,45 +476,35 @@ async def test_a_copy_accepted_right_before_a_sigkill_is_processed_on_restart(
     assert len(await stored_with(db, token)) == 1
 
 
-class LeadsNotForwarded(AssertionError):
-    pass
-
-
-@pytest.mark.xfail(
-    strict=True,
-    raises=LeadsNotForwarded,
-    reason="product bug: a row claimed by a process that died (processed_at set, classification NULL) is retried "
-    "only by process_pending at start-up and only once the claim is older than claim_timeout (15 min), so mail "
-    "whose processing a crash cut short is not processed after a restart (bot/services/incoming.py)",
-)
-async def test_leads_being_forwarded_when_the_bot_died_are_forwarded_after_restart(
-    tmp_path: Path, sqlite_url: str, company: CompanyMail, relay: GatedRelay, spawn: Spawn
+async def test_leads_whose_forwarding_a_sigkill_cut_short_are_forwarded_once_after_restart(
+    tmp_path: Path, database_url: str, company: CompanyMail, relay: GatedRelay, spawn: Spawn,
+    db_of: Callable[[], Database],
 ) -> None:
-    bot = await spawn(sqlite_url, RELAY_SMTP_URL=relay.url)
-    db = Database(sqlite_url)
-    try:
-        _identity, _response, leads = await sigkill_while_processing_is_busy(bot, db, tmp_path, company, relay)
-        await bot.start()
-        await bot.wait_for_line(RECOVERED_LINE)  # start-up recovery has run (it processed the tracking copy)
+    """The processing of the leads was under way (forward in flight) when the bot died: the restart takes over."""
+    bot = await spawn(database_url, RELAY_SMTP_URL=relay.url)
+    db = db_of()
+    _identity, _response, leads = await sigkill_while_processing_is_busy(bot, db, tmp_path, company, relay)
+    assert not [m for m in company.mailbox.messages if m.get(FORWARDED_HEADER) is not None]
+
+    await bot.start()
+    await bot.wait_for_line(RECOVERED_LINE)  # start-up recovery is done
+    for lead in leads:
+        wanted = str(lead["Message-ID"])
+
+        def forward_of(message: EmailMessage, wanted: str = wanted) -> bool:
+            return message.get(FORWARDED_HEADER) is not None and str(message.get("In-Reply-To")) == wanted
+
         try:
-            for lead in leads:
-                wanted = str(lead["Message-ID"])
-                await company.mailbox.wait_for(
-                    lambda m, wanted=wanted: m.get(FORWARDED_HEADER) is not None
-                    and str(m.get("In-Reply-To")) == wanted,
-                    timeout=5,
-                )
+            await company.mailbox.wait_for(forward_of, timeout=EVENT_TIMEOUT)
         except TimeoutError:
-            states = [
-                (row.id, row.processed_at is not None, row.classification)
-                for lead in leads
-                for row in await stored_with(db, str(lead["Message-ID"]))
-            ]
-            raise LeadsNotForwarded(
-                f"leads accepted with 250 were not forwarded after the restart; (id, claimed, class): {states}"
+            states = [(r.id, r.processed_at, r.classification) for r in await stored_with(db, wanted)]
+            raise AssertionError(
+                f"lead {wanted} (accepted with 250, forwarding cut short by SIGKILL) was not forwarded after the "
+                f"restart; stored as (id, processed_at, classification): {states}"
             ) from None
-    finally:
-        await db.dispose()
+        assert sum(forward_of(m) for m in company.mailbox.messages) == 1, "forwarded exactly once"
+        rows = await stored_with(db, wanted)
+        assert len(rows) == 1 and rows[0].classification == "lead" and rows[0].forwarded_at is not None
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -513,7 +514,7 @@ async def test_leads_being_forwarded_when_the_bot_died_are_forwarded_after_resta
 async def test_a_pending_tracking_check_still_times_out_once_after_a_restart(
     tmp_path: Path, database_url: str, company: CompanyMail, spawn: Spawn, db_of: Callable[[], Database]
 ) -> None:
-    bot = await spawn(database_url, RELAY_SMTP_URL=company.relay_url, TRACKING_TIMEOUT="3")
+    bot = await spawn(database_url, RELAY_SMTP_URL=company.relay_url, TRACKING_TIMEOUT="2")
     db = db_of()
     identity = await create_company_identity(bot.as_bot(db, tmp_path), company)
     await send_response_email(bot, company, identity)
@@ -524,6 +525,7 @@ async def test_a_pending_tracking_check_still_times_out_once_after_a_restart(
     mark = bot.fake.mark()
     await bot.start()
     await panel_says(bot.fake, identity, "no copy arrived in time", after=mark)
+    await history_says(bot.fake, identity, "no copy arrived in time", after=mark)  # posted after the panel update
     assert (await tracking_step(db, identity)).status == "failed"
     assert sum("no copy arrived in time" in text for text in history(bot.fake, identity)) == 1
 
@@ -532,6 +534,7 @@ async def test_a_pending_tracking_check_still_times_out_once_after_a_restart(
     mark = bot.fake.mark()
     await send_response_email(bot, company, identity)
     await panel_says(bot.fake, identity, "no copy arrived in time", after=mark)
+    await history_says(bot.fake, identity, "no copy arrived in time", after=mark)
     step = await tracking_step(db, identity)
     assert step.status == "failed" and step.attempt == pending.attempt + 1
     assert sum("no copy arrived in time" in text for text in history(bot.fake, identity)) == 2

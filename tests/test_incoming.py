@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import sys
 from dataclasses import dataclass, field
-from datetime import timedelta
 from email import policy
 from email.message import EmailMessage
 from email.parser import BytesParser
@@ -16,7 +16,6 @@ from bot.mail.classifier import FORWARDED_HEADER, classify
 from bot.mail.inbound import dedup_key, message_id_of
 from bot.services.incoming import IncomingMail
 from models import AuditEvent, Database, Identity, InboundMessage, Suppression
-from models.base import utcnow
 from tests.test_classifier import (
     GMAIL_FORWARDED_TOKEN_IN_BODY,
     PLEASE_REMOVE_ME,
@@ -260,29 +259,84 @@ async def test_failed_forward_is_released_and_retried(db: Database, identity: Id
     assert (await load(db, message_id)).forwarded_at is not None
 
 
-async def test_claim_abandoned_by_a_crashed_process_is_taken_over(db: Database, identity: Identity) -> None:
-    message_id = await store(db, LEAD_REPLY, [IDENTITY_ADDRESS])
-    async with db.transaction() as session:
-        row = await session.get(InboundMessage, message_id)
-        assert row is not None
-        row.processed_at = utcnow() - timedelta(hours=1)  # claimed, never finished
-    calls = Calls()
+# A processor in another OS process: it takes the message and hangs while forwarding, until killed.
+HANGING_PROCESSOR = """
+import asyncio, sys
+from bot.services.incoming import IncomingMail
+from models import Database
 
-    assert await pipeline(db, calls).process_pending() == 1
+async def main(url, message_id):
+    async def forward(identity, message):
+        print("forwarding", flush=True)
+        await asyncio.Event().wait()
+
+    async def on_tokens(tokens, message_id):
+        pass
+
+    db = Database(url)
+    incoming = IncomingMail(db, on_tokens=on_tokens, forward=forward, platform_domains=("platform.example.com",))
+    await incoming.process(message_id)
+
+asyncio.run(main(sys.argv[1], int(sys.argv[2])))
+"""
+
+
+async def test_message_a_killed_process_was_processing_is_taken_over_at_once(db: Database, identity: Identity) -> None:
+    message_id = await store(db, LEAD_REPLY, [IDENTITY_ADDRESS])
+    child = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", HANGING_PROCESSOR, db.url, str(message_id), stdout=asyncio.subprocess.PIPE
+    )
+    try:
+        assert child.stdout is not None
+        line = await asyncio.wait_for(child.stdout.readline(), timeout=30)
+        assert line == b"forwarding\n"
+        calls = Calls()
+        incoming = pipeline(db, calls)
+        # Alive and busy with it: nobody else touches the message.
+        assert await incoming.process_pending() == 0
+        await incoming.process(message_id)
+        assert calls.forwards == []
+    finally:
+        child.kill()
+        await child.wait()
+
+    # Killed mid-way (no cleanup ran): the message is still pending, and its lock died with the process.
+    assert (await load(db, message_id)).processed_at is None
+    assert await incoming.process_pending() == 1
     assert len(calls.forwards) == 1
+    assert (await load(db, message_id)).forwarded_at is not None
 
 
-async def test_fresh_claim_of_another_process_is_respected(db: Database, identity: Identity) -> None:
+async def test_message_being_processed_by_another_process_is_left_alone(db: Database, identity: Identity) -> None:
     message_id = await store(db, LEAD_REPLY, [IDENTITY_ADDRESS])
-    async with db.transaction() as session:
-        row = await session.get(InboundMessage, message_id)
-        assert row is not None
-        row.processed_at = utcnow()  # another process is working on it right now
-    calls = Calls()
+    forwarding, release = asyncio.Event(), asyncio.Event()
+    first_calls = Calls()
 
-    await pipeline(db, calls).process(message_id)
-    assert await pipeline(db, calls).process_pending() == 0
-    assert calls.forwards == []
+    async def slow_forward(identity: Identity, message: EmailMessage) -> None:
+        forwarding.set()
+        await release.wait()
+        await first_calls.forward(identity, message)
+
+    other_db = Database(db.url)
+    first = IncomingMail(
+        other_db, on_tokens=first_calls.on_tokens, forward=slow_forward, platform_domains=PLATFORM_DOMAINS
+    )
+    busy = asyncio.ensure_future(first.process(message_id))
+    try:
+        await asyncio.wait_for(forwarding.wait(), timeout=10)
+        second_calls = Calls()
+        second = pipeline(db, second_calls)
+        assert await second.process_pending() == 0
+        await second.process(message_id)
+        assert second_calls.forwards == []
+        release.set()
+        await busy
+    finally:
+        busy.cancel()
+        await other_db.dispose()
+
+    assert len(first_calls.forwards) == 1
+    assert await pipeline(db, Calls()).process_pending() == 0
 
 
 async def test_lead_for_no_known_identity_is_recorded_not_forwarded(db: Database, identity: Identity) -> None:

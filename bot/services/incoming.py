@@ -1,11 +1,18 @@
 """The incoming-mail pipeline: classify each stored message once and act on it.
 
 The inbound server has already committed the raw message; this runs afterwards from the stored copy. Each message
-is processed exactly once even with several processes: a process claims the row with a conditional UPDATE
-(`processed_at` from NULL to now) and only the winner goes on. If a step fails the claim is released
-(`processed_at` back to NULL) so `process_pending` retries it. A process that dies holding a claim cannot release it,
-so a claim on a row that was never finished (classification still NULL) expires after `claim_timeout`.
-The classification is written last, together with its effects, so "classified" means "done".
+is processed exactly once even with several processes, and a process that dies mid-way loses nothing:
+
+- Whoever processes a message holds a *processing lock* that dies with its holder: a PostgreSQL session-level
+  advisory lock on a dedicated connection, or (SQLite) an flock on a file beside the database. The kernel or the
+  database server releases it when the process dies, so no timeout has to guess whether the holder is still alive.
+  Someone else holding it means "being processed right now": skip.
+- With the lock held, the row is re-read: `processed_at` set means done. It is set only at the end, in the same
+  transaction as the classification and its effects (suppressions, `forwarded_at`), and only WHERE it is still NULL.
+- A step that fails leaves `processed_at` NULL, so `process_pending` (at start-up, or periodically) retries it; a
+  process killed mid-way leaves it NULL too, and its lock is gone, so the next `process_pending` takes it over.
+Side effects outside the database (forwarding, on_tokens) are therefore at-least-once across a crash at the wrong
+moment, and exactly once otherwise; `forwarded_at` is checked first so a retried row is not forwarded twice.
 
 Leads are forwarded as a new message from the identity to its response-forwarding address with the lead's original
 attached as message/rfc822 (not re-sent with Resent-* headers): re-sending keeps `From: lead@their-domain`, which our
@@ -16,18 +23,22 @@ that matters. The attachment keeps the original intact; Reply-To points at the l
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import os
 import re
-from collections.abc import Awaitable, Callable
-from datetime import timedelta
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from email import policy
 from email.headerregistry import Address
 from email.message import EmailMessage, MIMEPart
 from email.parser import BytesParser
 from email.utils import format_datetime, make_msgid
-from typing import Any
+from pathlib import Path
+from typing import Protocol
 
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import func, or_, select, text, update
+from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.mail.classifier import FORWARDED_HEADER, Classification, Mail, classify
@@ -35,6 +46,11 @@ from bot.mail.inbound import dialect_insert, without_sql_parameters
 from bot.services import audit
 from models import Database, Identity, InboundMessage, Suppression
 from models.base import utcnow
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - not on Windows: SQLite then falls back to in-process locks
+    fcntl = None  # type: ignore[assignment]
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +71,6 @@ class IncomingMail:
         forward: Callable[[Identity, EmailMessage], Awaitable[None]],
         platform_domains: tuple[str, ...],
         forward_sender: str | None = None,
-        claim_timeout: timedelta = timedelta(minutes=15),
     ) -> None:
         self.db = db
         self.on_tokens = on_tokens
@@ -65,18 +80,23 @@ class IncomingMail:
         # From address of forwards for identities not on our domains (company identities): mail leaving the
         # platform From jane@customer.example would fail the customer's DMARC.
         self.forward_sender = forward_sender or (f"noreply@{self.platform_domains[0]}" if platform_domains else None)
-        self.claim_timeout = claim_timeout
+        self._locks = processing_locks(db)
 
     async def process(self, message_id: int) -> None:
         """Process one stored message, once. Returns quietly if it is already processed or being processed
-        elsewhere; raises if a step failed (the message is then released for a retry)."""
+        elsewhere right now; raises if a step failed (the message then stays pending and is retried)."""
         await self._process_once(message_id)
 
     async def process_pending(self) -> int:
-        """Process every stored message not yet processed (and claims abandoned by a crashed process). Called on
-        start, so a crash after answering 250 loses nothing. Returns how many this call processed."""
+        """Process every stored message not yet processed, including those a crashed process was working on.
+        Called on start (a crash after answering 250 loses nothing) and safe to call periodically in every process.
+        Returns how many this call processed."""
         async with self.db.session() as session:
-            ids = list(await session.scalars(self._claimable(select(InboundMessage.id)).order_by(InboundMessage.id)))
+            ids = list(
+                await session.scalars(
+                    select(InboundMessage.id).where(InboundMessage.processed_at.is_(None)).order_by(InboundMessage.id)
+                )
+            )
         done = 0
         for message_id in ids:
             try:
@@ -88,51 +108,21 @@ class IncomingMail:
         return done
 
     async def _process_once(self, message_id: int) -> bool:
-        if not await self._claim(message_id):
-            return False
-        try:
-            await self._process_claimed(message_id)
-        except BaseException:
-            # Shielded: a cancelled caller must still hand the row back.
-            await asyncio.shield(self._release(message_id))
-            raise
-        return True
-
-    # ---- claiming ---------------------------------------------------------------------------------------------
-
-    def _claimable(self, statement: Any) -> Any:
-        stale = utcnow() - self.claim_timeout
-        return statement.where(
-            or_(
-                InboundMessage.processed_at.is_(None),
-                and_(InboundMessage.classification.is_(None), InboundMessage.processed_at < stale),
-            )
-        )
-
-    async def _claim(self, message_id: int) -> bool:
-        async with self.db.transaction() as session:
-            statement = self._claimable(update(InboundMessage).where(InboundMessage.id == message_id))
-            claimed = await session.scalar(statement.values(processed_at=utcnow()).returning(InboundMessage.id))
-        return claimed is not None
-
-    async def _release(self, message_id: int) -> None:
-        try:
-            async with self.db.transaction() as session:
-                await session.execute(
-                    update(InboundMessage)
-                    .where(InboundMessage.id == message_id, InboundMessage.classification.is_(None))
-                    .values(processed_at=None)
-                )
-        except Exception:  # noqa: BLE001 - the claim then expires after claim_timeout
-            log.exception("incoming: could not release message %s", message_id)
+        async with self._locks.hold(message_id) as held:
+            if not held:
+                return False  # another live process (or task) is on it
+            async with self.db.session() as session:
+                row = await session.get(InboundMessage, message_id)
+            if row is None or row.processed_at is not None:
+                return False
+            await self._process_row(row)
+            self._locks.done(message_id)
+            return True
 
     # ---- processing -------------------------------------------------------------------------------------------
 
-    async def _process_claimed(self, message_id: int) -> None:
-        async with self.db.session() as session:
-            row = await session.get(InboundMessage, message_id)
-        if row is None:
-            return
+    async def _process_row(self, row: InboundMessage) -> None:
+        message_id = row.id
         # Parsing a large message is CPU work: keep it off the event loop.
         result = await asyncio.to_thread(classify, row.raw)
         identity = await self._identity_for(row.rcpt_tos)
@@ -157,7 +147,7 @@ class IncomingMail:
                 await self._suppress(session, row, result, identity_id)
             await session.execute(
                 update(InboundMessage)
-                .where(InboundMessage.id == message_id)
+                .where(InboundMessage.id == message_id, InboundMessage.processed_at.is_(None))
                 .values(
                     classification=result.kind,
                     classified_by=result.rule,
@@ -286,3 +276,108 @@ def _original_attachment(raw: bytes) -> MIMEPart:
         part["Content-Transfer-Encoding"] = "8bit"
         part.set_payload([BytesParser(policy=policy.default).parsebytes(raw)])
     return part
+
+
+# ---- processing locks: "someone alive is processing this message" ---------------------------------------------
+
+
+class ProcessingLocks(Protocol):
+    def hold(self, message_id: int) -> AbstractAsyncContextManager[bool]:
+        """Try to take the lock without waiting; yields whether we hold it. Released on exit, and by the OS or the
+        database server if the process dies."""
+        ...
+
+    def done(self, message_id: int) -> None:
+        """The message is processed (called while holding its lock): drop whatever the lock left behind."""
+        ...
+
+
+def processing_locks(db: Database) -> ProcessingLocks:
+    if not db.is_sqlite:
+        return AdvisoryLocks(db)
+    path = make_url(db.url).database
+    if path and path != ":memory:" and not path.startswith("file:") and fcntl is not None:
+        return FileLocks(Path(f"{path}.processing"))
+    return LocalLocks()
+
+
+class AdvisoryLocks:
+    """PostgreSQL: a session-level advisory lock, held on a dedicated connection while the message is processed.
+    It belongs to the server-side session, so it vanishes with the connection when the process dies."""
+
+    NAMESPACE = 0x1DB07  # first key of pg_try_advisory_lock(int, int): the inbound message locks of this product
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    @asynccontextmanager
+    async def hold(self, message_id: int) -> AsyncIterator[bool]:
+        keys = {"ns": self.NAMESPACE, "id": message_id}
+        async with self.db.engine.connect() as connection:
+            held = bool(await connection.scalar(text("SELECT pg_try_advisory_lock(:ns, :id)"), keys))
+            await connection.commit()  # the lock is session-level: do not sit idle in a transaction meanwhile
+            if not held:
+                yield False
+                return
+            try:
+                yield True
+            finally:
+                try:
+                    await connection.execute(text("SELECT pg_advisory_unlock(:ns, :id)"), keys)
+                    await connection.commit()
+                except BaseException:
+                    # A pooled connection must never keep the lock: closing the session releases it.
+                    await connection.invalidate()
+                    raise
+
+    def done(self, message_id: int) -> None:
+        pass
+
+
+class FileLocks:
+    """SQLite: flock on one file per message in a directory beside the database (SQLite is local, so every process
+    sharing it sees the same files). flock belongs to the open file, so it also excludes tasks of one process."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+
+    @asynccontextmanager
+    async def hold(self, message_id: int) -> AsyncIterator[bool]:
+        assert fcntl is not None
+        self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd = os.open(self.directory / f"{message_id}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                yield False
+                return
+            yield True
+        finally:
+            os.close(fd)
+
+    def done(self, message_id: int) -> None:
+        # Safe while holding the lock: whoever opens the name afterwards locks a new file, then sees the row done.
+        with contextlib.suppress(FileNotFoundError):
+            (self.directory / f"{message_id}.lock").unlink()
+
+
+class LocalLocks:
+    """In-memory SQLite or no flock: one process, so the lock only has to exclude this process's own tasks."""
+
+    def __init__(self) -> None:
+        self.held: set[int] = set()
+
+    @asynccontextmanager
+    async def hold(self, message_id: int) -> AsyncIterator[bool]:
+        if message_id in self.held:
+            yield False
+            return
+        self.held.add(message_id)
+        try:
+            yield True
+        finally:
+            self.held.discard(message_id)
+
+    def done(self, message_id: int) -> None:
+        pass
