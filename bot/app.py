@@ -28,14 +28,14 @@ from bot.mail.gateway import SubmissionGateway
 from bot.mail.inbound import InboundServer
 from bot.mail.outbound import MailSender
 from bot.services.credentials import GatewayCredentials
+from bot.services.identities import IdentityService
 from bot.services.incoming import IncomingMail
 from bot.services.limits import LimitService
 from bot.services.otp import OtpChallenges
-from bot.services.sending_limits import SendingLimits
-from bot.services.verification import VerificationService
-from bot.services.identities import IdentityService
 from bot.services.registry import Services
 from bot.services.secrets import SecretBox, load_or_create_keys
+from bot.services.sending_limits import SendingLimits
+from bot.services.verification import VerificationService
 from handlers.managers import ManagerDirectory
 from handlers.notifier import SlackNotifier
 from models import Database, Identity, IdentityKind

@@ -27,7 +27,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     cred = sub.add_parser("credentials", help="submission gateway credentials")
     cred.add_argument(
-        "action", choices=["issue", "revoke"],
+        "action",
+        choices=["issue", "revoke"],
         help="issue: a new username and password for an identity (shown once); revoke: disable a username",
     )
     cred.add_argument("target", help="the identity's email address (issue) or the username (revoke)")

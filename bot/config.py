@@ -154,9 +154,7 @@ def load_settings(env: Mapping[str, str] | None = None, *, require_slack: bool =
         if app_token and not app_token.startswith("xapp-"):
             raise ConfigError("SLACK_APP_TOKEN", "must be an app-level token starting with xapp-")
         if not app_token and not signing_secret:
-            raise ConfigError(
-                "SLACK_SIGNING_SECRET", "required in HTTP mode (or set SLACK_APP_TOKEN for Socket Mode)"
-            )
+            raise ConfigError("SLACK_SIGNING_SECRET", "required in HTTP mode (or set SLACK_APP_TOKEN for Socket Mode)")
 
     api_url = get("SLACK_API_URL") or DEFAULT_SLACK_API_URL
     if not re.match(r"^https?://", api_url):
@@ -185,9 +183,7 @@ def load_settings(env: Mapping[str, str] | None = None, *, require_slack: bool =
     try:
         allowed_ports = tuple(int(p) for p in ports_s.split(",") if p.strip())
     except ValueError:
-        raise ConfigError(
-            "SMTP_ALLOWED_PORTS", f"expected comma-separated port numbers, got {ports_s!r}"
-        ) from None
+        raise ConfigError("SMTP_ALLOWED_PORTS", f"expected comma-separated port numbers, got {ports_s!r}") from None
 
     timeout_s = get("TRACKING_TIMEOUT") or "600"
     try:
@@ -195,9 +191,7 @@ def load_settings(env: Mapping[str, str] | None = None, *, require_slack: bool =
         if tracking_timeout <= 0:
             raise ValueError
     except ValueError:
-        raise ConfigError(
-            "TRACKING_TIMEOUT", f"expected a positive number of seconds, got {timeout_s!r}"
-        ) from None
+        raise ConfigError("TRACKING_TIMEOUT", f"expected a positive number of seconds, got {timeout_s!r}") from None
 
     smtp_timeout_s = get("SMTP_TIMEOUT") or "15"
     try:
@@ -209,7 +203,9 @@ def load_settings(env: Mapping[str, str] | None = None, *, require_slack: bool =
 
     cert, key = get("SUBMISSION_TLS_CERT"), get("SUBMISSION_TLS_KEY")
     if bool(cert) != bool(key):
-        raise ConfigError("SUBMISSION_TLS_KEY" if cert else "SUBMISSION_TLS_CERT", "set both the certificate and the key")
+        raise ConfigError(
+            "SUBMISSION_TLS_KEY" if cert else "SUBMISSION_TLS_CERT", "set both the certificate and the key"
+        )
     submission_tls = None
     if cert and key:
         for name, path in (("SUBMISSION_TLS_CERT", cert), ("SUBMISSION_TLS_KEY", key)):
@@ -255,9 +251,7 @@ def load_settings(env: Mapping[str, str] | None = None, *, require_slack: bool =
         relay=_relay("RELAY_SMTP_URL", get("RELAY_SMTP_URL")) if get("RELAY_SMTP_URL") else None,
         approvals_channel=approvals,
         managers=_slack_id_list("MANAGERS", get("MANAGERS") or ""),
-        smtp_allow_private_hosts=_bool(
-            "SMTP_ALLOW_PRIVATE_HOSTS", get("SMTP_ALLOW_PRIVATE_HOSTS") or "false"
-        ),
+        smtp_allow_private_hosts=_bool("SMTP_ALLOW_PRIVATE_HOSTS", get("SMTP_ALLOW_PRIVATE_HOSTS") or "false"),
         smtp_allowed_ports=allowed_ports,
         tracking_timeout=tracking_timeout,
         smtp_timeout=smtp_timeout,

@@ -8,10 +8,9 @@ import os
 import re
 import tempfile
 import time
+from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
-
-from email.message import EmailMessage
 
 import aiosmtplib
 
@@ -87,9 +86,7 @@ def show_message(message: dict[str, Any]) -> None:
     where = f"#{message['channel']}" + (" (thread)" if message.get("thread_ts") else "")
     print(f"\n┌─ {where}, from Identity Bot")
     print(
-        render_blocks(
-            message.get("blocks") or [{"type": "section", "text": {"text": message.get("text", "")}}], "│ "
-        )
+        render_blocks(message.get("blocks") or [{"type": "section", "text": {"text": message.get("text", "")}}], "│ ")
     )
     print("└─")
 
@@ -131,10 +128,14 @@ class Demo:
         self.mail.inbound = (self.runtime.inbound.host, self.runtime.inbound.port)
         self.slack = SlackClient(self.runtime.http_url, SECRET, self.fake)
         print(f"Identity Bot is running at {self.runtime.http_url} (SQLite in {self.workdir / 'data'})")
-        print(f"  inbound SMTP {self.runtime.inbound.host}:{self.runtime.inbound.port}, "
-              f"submission gateway {self.runtime.gateway.host}:{self.runtime.gateway.port}")
-        print(f"  Slack emulator at {self.fake.url}; Northwind's mail server on 127.0.0.1:"
-              f"{self.mail.submission_port} (STARTTLS + AUTH) and :{self.mail.mx_port} (MX)")
+        print(
+            f"  inbound SMTP {self.runtime.inbound.host}:{self.runtime.inbound.port}, "
+            f"submission gateway {self.runtime.gateway.host}:{self.runtime.gateway.port}"
+        )
+        print(
+            f"  Slack emulator at {self.fake.url}; Northwind's mail server on 127.0.0.1:"
+            f"{self.mail.submission_port} (STARTTLS + AUTH) and :{self.mail.mx_port} (MX)"
+        )
 
     async def stop(self) -> None:
         if self.slack:
@@ -158,8 +159,14 @@ class Demo:
                     show_message(message)
 
     async def panel(self, address: str) -> tuple[str, str]:
-        calls = [c for c in self.fake.calls if c.method == "chat.postMessage" and c.ok
-                 and address in str(c.args.get("blocks")) and "verify-sending" in str(c.args.get("blocks"))]
+        calls = [
+            c
+            for c in self.fake.calls
+            if c.method == "chat.postMessage"
+            and c.ok
+            and address in str(c.args.get("blocks"))
+            and "verify-sending" in str(c.args.get("blocks"))
+        ]
         return calls[-1].response["channel"], calls[-1].response["ts"]
 
     async def click_panel(self, address: str, action: str) -> int:
@@ -171,11 +178,17 @@ class Demo:
 
     async def panel_update(self, address: str, text: str, mark: int) -> None:
         channel, ts = await self.panel(address)
-        await self.fake.wait_for("chat.update", lambda c: c.args.get("ts") == ts and text in str(c.args.get("blocks")),
-                                 after=mark, timeout=20)
+        await self.fake.wait_for(
+            "chat.update",
+            lambda c: c.args.get("ts") == ts and text in str(c.args.get("blocks")),
+            after=mark,
+            timeout=20,
+        )
         reply = await self.fake.wait_for(
-            "chat.postMessage", lambda c: c.args.get("thread_ts") == ts and text in c.args.get("text", ""),
-            after=mark, timeout=20,
+            "chat.postMessage",
+            lambda c: c.args.get("thread_ts") == ts and text in c.args.get("text", ""),
+            after=mark,
+            timeout=20,
         )
         show_message(self.fake.messages[(reply.response["channel"], reply.response["ts"])])
 
@@ -198,8 +211,9 @@ class Demo:
         mark = self.fake.mark()
         await self.slack.click_view(view["id"], "identity-auto-create")
         view = (await self.fake.wait_for("views.update", after=mark)).response["view"]
-        address = next(b["element"]["initial_value"] for b in view["blocks"]
-                       if b.get("block_id", "").startswith("address#"))
+        address = next(
+            b["element"]["initial_value"] for b in view["blocks"] if b.get("block_id", "").startswith("address#")
+        )
         show_view("after Auto create", view)
         self.say("She clicks [Save changes]")
         mark = self.fake.mark()
@@ -232,8 +246,9 @@ class Demo:
         self.say("She clicks [Send Response Email]")
         mark = await self.click_panel(address, "verify-tracking")
         await self.panel_update(address, "Tracking Verified", mark)
-        ready = await self.fake.wait_for("chat.postMessage", lambda c: "ready to use" in c.args.get("text", ""),
-                                         after=mark)
+        ready = await self.fake.wait_for(
+            "chat.postMessage", lambda c: "ready to use" in c.args.get("text", ""), after=mark
+        )
         show_message(self.fake.messages[(ready.response["channel"], ready.response["ts"])])
         self.say("The panel in the channel now reads:")
         self.show_panel(address, *(await self.panel(address)))
@@ -248,10 +263,15 @@ class Demo:
         mark = self.fake.mark()
         await self.slack.choose(view["id"], "kind", "company", user=LEAD)
         await self.fake.wait_for("views.update", after=mark)
-        for name, value in (("display_name", "Jane Doe"), ("company_name", "Northwind Traders"),
-                            ("address", COMPANY_ADDRESS), ("forwarding_address", FORWARDING),
-                            ("smtp_host", "127.0.0.1"), ("smtp_port", str(self.mail.submission_port)),
-                            ("smtp_password", "wrong-password")):
+        for name, value in (
+            ("display_name", "Jane Doe"),
+            ("company_name", "Northwind Traders"),
+            ("address", COMPANY_ADDRESS),
+            ("forwarding_address", FORWARDING),
+            ("smtp_host", "127.0.0.1"),
+            ("smtp_port", str(self.mail.submission_port)),
+            ("smtp_password", "wrong-password"),
+        ):
             self.slack.type(view["id"], name, value)
         self.say("She types the SMTP details with a mistyped password and clicks [Test email setup]")
         await self.test_setup(view["id"])
@@ -290,8 +310,9 @@ class Demo:
         self.slack.type(view["id"], "reason", "Q4 campaign")
         ack = await self.slack.submit(view["id"], user=LEAD)
         show_view("after Save", ack.body["view"])  # type: ignore[index]
-        request = await self.fake.wait_for("chat.postMessage",
-                                           lambda c: "Limit increase request" in c.args.get("text", ""), after=mark)
+        request = await self.fake.wait_for(
+            "chat.postMessage", lambda c: "Limit increase request" in c.args.get("text", ""), after=mark
+        )
         channel, ts = request.response["channel"], request.response["ts"]
         show_message(self.fake.messages[(channel, ts)])
         self.say("@max.manager clicks [Approve] and confirms")
@@ -311,8 +332,13 @@ class Demo:
         message["From"], message["To"], message["Subject"] = address, "prospect@example.com", "Hello from Northwind"
         message.set_content("Hi! Do you have ten minutes next week?")
         response = await aiosmtplib.send(
-            message, hostname=self.runtime.gateway.host, port=self.runtime.gateway.port,
-            username=issued.username, password=issued.password, start_tls=False, timeout=10,
+            message,
+            hostname=self.runtime.gateway.host,
+            port=self.runtime.gateway.port,
+            username=issued.username,
+            password=issued.password,
+            start_tls=False,
+            timeout=10,
         )
         print(f"    gateway answered: {response[1]}")
         self.say(f"@lea.lead: /identity show {address}")
@@ -336,7 +362,9 @@ class Demo:
         finally:
             await self.stop()
         problems = self.fake.warnings
-        print(f"\nDemo finished in {time.monotonic() - started:.1f} s." + (f" Warnings: {problems}" if problems else ""))
+        print(
+            f"\nDemo finished in {time.monotonic() - started:.1f} s." + (f" Warnings: {problems}" if problems else "")
+        )
 
 
 def run_demo() -> int:

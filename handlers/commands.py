@@ -39,13 +39,16 @@ class IdentityCommand:
             await self.new(command, client)
         elif sub == "edit":
             if not rest:
-                await ack(response_type="ephemeral", **help_message("Which identity? `/identity edit <address>`").as_kwargs())
+                await ack(
+                    response_type="ephemeral", **help_message("Which identity? `/identity edit <address>`").as_kwargs()
+                )
                 return
             await ack()
             await self.edit(command, client, respond, rest)
         elif sub in ("limits", "show") and not rest:
-            await ack(response_type="ephemeral",
-                      **help_message(f"Which identity? `/identity {sub} <address>`").as_kwargs())
+            await ack(
+                response_type="ephemeral", **help_message(f"Which identity? `/identity {sub} <address>`").as_kwargs()
+            )
         elif sub == "limits":
             await ack()
             await self.change_limits(command, client, respond, rest)
@@ -87,7 +90,9 @@ class IdentityCommand:
 
     async def verify(self, command: dict[str, Any], respond: AsyncRespond, address: str) -> None:
         if not address:
-            await respond(response_type="ephemeral", **problem_message("Which identity? `/identity verify <address>`").as_kwargs())
+            await respond(
+                response_type="ephemeral", **problem_message("Which identity? `/identity verify <address>`").as_kwargs()
+            )
             return
         try:
             identity = await self.services.identities.get_by_address(command["team_id"], address)

@@ -183,7 +183,9 @@ class IdentityFormListeners:
                 await ack(
                     response_action="update",
                     view=saved_view(
-                        updated.identity.address, updated.identity.notices_channel, increase_requested=None,
+                        updated.identity.address,
+                        updated.identity.notices_channel,
+                        increase_requested=None,
                         edited=True,
                     ),
                 )
@@ -195,8 +197,10 @@ class IdentityFormListeners:
             await ack(response_action="errors", errors=errors_for_view(view, exc.errors, fallback=F.display_name))
             return
         except NotAllowed as exc:
-            await ack(response_action="errors", errors=errors_for_view(view, {"display_name": str(exc)},
-                                                                       fallback=F.display_name))
+            await ack(
+                response_action="errors",
+                errors=errors_for_view(view, {"display_name": str(exc)}, fallback=F.display_name),
+            )
             return
         request = created.limit_request
         increase = limits_text(request.requested_hourly, request.requested_daily) if request else None

@@ -106,8 +106,9 @@ class SlackNotifier:
 
     async def limit_request_decided(self, identity: Identity, request: LimitRequest) -> None:
         await self._update_request_messages(identity, request)
-        await self.post(identity.notices_channel, decision_for_requester(identity, request),
-                        fallback_user=request.requested_by)
+        await self.post(
+            identity.notices_channel, decision_for_requester(identity, request), fallback_user=request.requested_by
+        )
 
     async def limits_changed(self, identity: Identity, actor: str) -> None:
         await self.post(identity.notices_channel, limits_changed(identity, actor), fallback_user=actor)

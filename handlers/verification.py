@@ -55,14 +55,17 @@ class VerificationListeners:
                 await tell_user(client, body, f":hourglass_flowing_sand: {exc}")
                 return
             await tell_user(
-                client, body, f":envelope: A one-time password is on its way to {sent_to}. Click *Enter OTP* when it "
-                "arrives."
+                client,
+                body,
+                f":envelope: A one-time password is on its way to {sent_to}. Click *Enter OTP* when it arrives.",
             )
 
     async def enter_otp(self, ack: AsyncAck, body: dict[str, Any], client: AsyncWebClient) -> None:
         await ack()
         if identity := await self._identity(body, client):
-            await client.views_open(trigger_id=body["trigger_id"], view=otp_form(identity, sent_to=identity.forwarding_address))
+            await client.views_open(
+                trigger_id=body["trigger_id"], view=otp_form(identity, sent_to=identity.forwarding_address)
+            )
 
     async def submit_otp(self, ack: AsyncAck, body: dict[str, Any], view: dict[str, Any]) -> None:
         try:

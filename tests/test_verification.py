@@ -14,8 +14,8 @@ from sqlalchemy import select, update
 from bot.emulator import FakeSlack
 from bot.services.otp import MAX_WRONG
 from handlers.ids import Verification as V
-from models.base import utcnow
 from models import Identity, InboundMessage, OtpChallenge, VerificationStep
+from models.base import utcnow
 from tests.companymail import FORWARDING_ADDRESS, CompanyMail, start_company_mail
 from tests.conftest import CHANNEL, PLATFORM_DOMAIN, Bot, start_bot
 from tests.mailservers import TestCA, mail_ca, start_smtp_server  # noqa: F401

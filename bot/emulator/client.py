@@ -188,9 +188,7 @@ class SlackClient:
         """Click a button (or pick ``value`` in an overflow/select) in a modal or Home tab."""
         self._require_open(view_id)
         view = self.fake.views[view_id]
-        block, element = _find_action(
-            view["blocks"], action_id, block_id=block_id, value=value, where=view_id
-        )
+        block, element = _find_action(view["blocks"], action_id, block_id=block_id, value=value, where=view_id)
         state = None
         if element.get("type") != "button":
             if value is None:
@@ -306,9 +304,7 @@ class SlackClient:
             "is_ext_shared_channel": False,
         }
         body = json.dumps(envelope).encode()
-        return await self._post(
-            body, "application/json", what=f"event {event.get('type')}", timestamp=timestamp
-        )
+        return await self._post(body, "application/json", what=f"event {event.get('type')}", timestamp=timestamp)
 
     async def open_home(self, user: str = DEFAULT_USER) -> AckResponse:
         """The user opens the app's Home tab (``app_home_opened``)."""
@@ -442,9 +438,7 @@ class SlackClient:
             status = resp.status
         elapsed = time.monotonic() - started
         if elapsed > self.ack_deadline:
-            self.fake.warnings.append(
-                f"{what}: ack took {elapsed:.2f}s (Slack gives up after {self.ack_deadline:g}s)"
-            )
+            self.fake.warnings.append(f"{what}: ack took {elapsed:.2f}s (Slack gives up after {self.ack_deadline:g}s)")
         parsed: dict[str, Any] | str | None = None
         if raw:
             text = raw.decode("utf-8", errors="replace")

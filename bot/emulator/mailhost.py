@@ -32,8 +32,12 @@ def make_certificates(directory: Path) -> tuple[Path, ssl.SSLContext]:
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Identity Bot demo CA")])
     ca = (
-        x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(minutes=5))
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
         .not_valid_after(now + dt.timedelta(days=1))
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
         .sign(ca_key, hashes.SHA256())
@@ -44,12 +48,13 @@ def make_certificates(directory: Path) -> tuple[Path, ssl.SSLContext]:
     cert = (
         x509.CertificateBuilder()
         .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")]))
-        .issuer_name(ca_name).public_key(key.public_key()).serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=1))
+        .issuer_name(ca_name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=1))
         .add_extension(
-            x509.SubjectAlternativeName(
-                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
-            ),
+            x509.SubjectAlternativeName([x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
             critical=False,
         )
         .sign(ca_key, hashes.SHA256())
@@ -92,12 +97,20 @@ class MailHost:
         self.received.append(Received(envelope.mail_from or "", list(envelope.rcpt_tos), message))  # type: ignore[arg-type]
         self._arrived.set()
         if self.forward_to and self.inbound and self.identity_address in [r.lower() for r in envelope.rcpt_tos]:
-            await aiosmtplib.send(raw, sender=self.identity_address, recipients=[self.forward_to],
-                                  hostname=self.inbound[0], port=self.inbound[1], start_tls=False, timeout=10)
+            await aiosmtplib.send(
+                raw,
+                sender=self.identity_address,
+                recipients=[self.forward_to],
+                hostname=self.inbound[0],
+                port=self.inbound[1],
+                start_tls=False,
+                timeout=10,
+            )
         return "250 OK: queued"
 
-    def _authenticate(self, server: SMTP, session: Session, envelope: Envelope, mechanism: str,
-                      data: Any) -> AuthResult:
+    def _authenticate(
+        self, server: SMTP, session: Session, envelope: Envelope, mechanism: str, data: Any
+    ) -> AuthResult:
         ok = isinstance(data, LoginPassword) and self.users.get(data.login.decode()) == data.password.decode()
         return AuthResult(success=ok)
 
@@ -105,8 +118,15 @@ class MailHost:
         loop = asyncio.get_running_loop()
 
         def submission() -> SMTP:
-            return SMTP(self, hostname="mail.northwind.example", tls_context=tls, require_starttls=True,
-                        authenticator=self._authenticate, auth_required=True, loop=loop)
+            return SMTP(
+                self,
+                hostname="mail.northwind.example",
+                tls_context=tls,
+                require_starttls=True,
+                authenticator=self._authenticate,
+                auth_required=True,
+                loop=loop,
+            )
 
         def mx() -> SMTP:
             return SMTP(self, hostname="mx.northwind.example", loop=loop)

@@ -370,9 +370,7 @@ class FakeSlack:
         real_name: str | None = None,
     ) -> SlackUser:
         """Make ``user_id`` known to ``users.info`` (name defaults to the lower-cased id)."""
-        user = SlackUser(
-            id=user_id, name=name or user_id.lower(), is_admin=is_admin, tz=tz, real_name=real_name
-        )
+        user = SlackUser(id=user_id, name=name or user_id.lower(), is_admin=is_admin, tz=tz, real_name=real_name)
         self.users[user_id] = user
         return user
 
@@ -458,9 +456,7 @@ class FakeSlack:
         found = await self._wait(find, timeout)
         if found is None:
             seen = "\n".join(
-                f"  #{i} {c.method} -> {'ok' if c.ok else c.error}"
-                for i, c in enumerate(self.calls)
-                if i >= after
+                f"  #{i} {c.method} -> {'ok' if c.ok else c.error}" for i, c in enumerate(self.calls) if i >= after
             )
             raise AssertionError(
                 f"no matching {method} call within {timeout}s; calls since #{after}:\n{seen or '  none'}"
@@ -484,12 +480,8 @@ class FakeSlack:
 
         found = await self._wait(find, timeout)
         if found is None:
-            seen = "\n".join(
-                f"  #{i} {json.dumps(b)[:200]}" for i, b in enumerate(self.responses) if i >= after
-            )
-            raise AssertionError(
-                f"no matching response_url post within {timeout}s; seen:\n{seen or '  none'}"
-            )
+            seen = "\n".join(f"  #{i} {json.dumps(b)[:200]}" for i, b in enumerate(self.responses) if i >= after)
+            raise AssertionError(f"no matching response_url post within {timeout}s; seen:\n{seen or '  none'}")
         return found
 
     async def _wait(self, find: Callable[[], Any], timeout: float) -> Any:
@@ -537,14 +529,10 @@ class FakeSlack:
         if action_id is not None:
             elements = [e for e in elements if e.get("action_id") == action_id]
         if len(elements) != 1:
-            raise LookupError(
-                f"block {block.get('block_id')!r} has no single element with action_id {action_id!r}"
-            )
+            raise LookupError(f"block {block.get('block_id')!r} has no single element with action_id {action_id!r}")
         return block, elements[0]
 
-    def set_input(
-        self, view_id: str, block_id: str, value: Any, action_id: str | None = None
-    ) -> tuple[str, str]:
+    def set_input(self, view_id: str, block_id: str, value: Any, action_id: str | None = None) -> tuple[str, str]:
         """Record what the user entered; returns the resolved (block_id, action_id)."""
         block, element = self.find_element(view_id, block_id, action_id)
         resolved = _resolve_typed(element, value)
@@ -570,9 +558,7 @@ class FakeSlack:
                         element, self._typed.get(key, _MISSING)
                     )
                 elif key in self._typed:
-                    values.setdefault(block_id, {})[element["action_id"]] = _element_state(
-                        element, self._typed[key]
-                    )
+                    values.setdefault(block_id, {})[element["action_id"]] = _element_state(element, self._typed[key])
         return {"values": values}
 
     def element_state(self, view_id: str, block_id: str, action_id: str) -> dict[str, Any]:
@@ -628,9 +614,7 @@ class FakeSlack:
         action = body["response_action"]
         if action == "errors":
             errors = body.get("errors")
-            inputs = {
-                b.get("block_id") for b in self.views[view_id].get("blocks", []) if b.get("type") == "input"
-            }
+            inputs = {b.get("block_id") for b in self.views[view_id].get("blocks", []) if b.get("type") == "input"}
             if not isinstance(errors, dict) or not errors:
                 self.warnings.append("view_submission: response_action=errors with empty errors")
                 return
@@ -649,9 +633,7 @@ class FakeSlack:
                 else:
                     self._push_view(view_id, view)
             except ApiError as exc:
-                self.warnings.append(
-                    f"view_submission: response_action={action} refused: {exc.error} {exc.messages}"
-                )
+                self.warnings.append(f"view_submission: response_action={action} refused: {exc.error} {exc.messages}")
         else:
             self.warnings.append(f"view_submission: unknown response_action {action!r}")
 
@@ -855,9 +837,7 @@ class FakeSlack:
 
     def _replace_view(self, view_id: str, view: dict[str, Any]) -> dict[str, Any]:
         current = self.views[view_id]
-        stored = self._store_view(
-            view_id, view, root=current["root_view_id"], previous=current["previous_view_id"]
-        )
+        stored = self._store_view(view_id, view, root=current["root_view_id"], previous=current["previous_view_id"])
         self._purge_typed(view_id)
         self._refresh_state(view_id)
         return stored
@@ -886,9 +866,7 @@ class FakeSlack:
         if ext and any(v.get("external_id") == ext for v in self.views.values()):
             raise ApiError("duplicate_external_id")
 
-    def _store_view(
-        self, view_id: str, view: dict[str, Any], *, root: str, previous: str | None
-    ) -> dict[str, Any]:
+    def _store_view(self, view_id: str, view: dict[str, Any], *, root: str, previous: str | None) -> dict[str, Any]:
         stored: dict[str, Any] = {
             "id": view_id,
             "team_id": self.team_id,
@@ -924,9 +902,7 @@ class FakeSlack:
                     "invalid_arguments", [f"[ERROR] view is not valid JSON [json-pointer:{pointer}]"]
                 ) from None
         if not isinstance(raw, dict):
-            raise ApiError(
-                "invalid_arguments", [f"[ERROR] missing or non-object view [json-pointer:{pointer}]"]
-            )
+            raise ApiError("invalid_arguments", [f"[ERROR] missing or non-object view [json-pointer:{pointer}]"])
         view = copy.deepcopy(raw)
         problems: list[str] = []
         if view.get("type") not in kinds:
@@ -941,17 +917,11 @@ class FakeSlack:
         if view.get("type") == "modal":
             if not view.get("title"):
                 problems.append(f"[ERROR] a modal needs a title [json-pointer:{pointer}/title]")
-            if any(isinstance(b, dict) and b.get("type") == "input" for b in blocks) and not view.get(
-                "submit"
-            ):
-                problems.append(
-                    f"[ERROR] a modal with input blocks needs submit [json-pointer:{pointer}/submit]"
-                )
+            if any(isinstance(b, dict) and b.get("type") == "input" for b in blocks) and not view.get("submit"):
+                problems.append(f"[ERROR] a modal with input blocks needs submit [json-pointer:{pointer}/submit]")
         metadata = view.get("private_metadata")
         if metadata is not None and not isinstance(metadata, str):
-            problems.append(
-                f"[ERROR] private_metadata must be a string [json-pointer:{pointer}/private_metadata]"
-            )
+            problems.append(f"[ERROR] private_metadata must be a string [json-pointer:{pointer}/private_metadata]")
         elif metadata is not None and len(metadata) > PRIVATE_METADATA_LIMIT:
             problems.append(
                 f"[ERROR] private_metadata longer than {PRIVATE_METADATA_LIMIT} [json-pointer:{pointer}/private_metadata]"
@@ -975,9 +945,7 @@ class FakeSlack:
             for element in _interactive_elements(block):
                 element.setdefault("action_id", _random_id())
 
-    def _message_content(
-        self, method: str, args: dict[str, Any], *, required: bool = True
-    ) -> tuple[Any, Any]:
+    def _message_content(self, method: str, args: dict[str, Any], *, required: bool = True) -> tuple[Any, Any]:
         """Checked (text, blocks) of a message call; blocks None when not given."""
         text = args.get("text")
         blocks = args.get("blocks")

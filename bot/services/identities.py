@@ -5,7 +5,6 @@ from __future__ import annotations
 import re
 import secrets as secrets_module
 import unicodedata
-
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -32,7 +31,6 @@ from bot.services.validation import (
 from models import Database, Identity, IdentityKind, LimitRequest
 from models.base import utcnow
 from models.tables import DEFAULT_DAILY_LIMIT, DEFAULT_HOURLY_LIMIT
-
 
 HOSTNAME = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*")
 
@@ -206,7 +204,9 @@ class IdentityService:
             if stored is not None and stored.smtp_password_encrypted:
                 password = self.secrets.decrypt(stored.smtp_password_encrypted)
             else:
-                errors["smtp_password"] = "Enter the SMTP password (for Gmail and Outlook: a 16-character app password)."
+                errors["smtp_password"] = (
+                    "Enter the SMTP password (for Gmail and Outlook: a 16-character app password)."
+                )
         if errors or port is None or not address:
             return None, errors
         return SmtpDraft(host, port, security, username, password), errors
@@ -278,7 +278,10 @@ class IdentityService:
 
     def _same_smtp(self, stored: Identity, smtp: SmtpDraft) -> bool:
         if (stored.smtp_host, stored.smtp_port, stored.smtp_security, stored.smtp_username) != (
-            smtp.host, smtp.port, smtp.security, smtp.username
+            smtp.host,
+            smtp.port,
+            smtp.security,
+            smtp.username,
         ):
             return False
         return bool(stored.smtp_password_encrypted) and self.secrets.decrypt(stored.smtp_password_encrypted) == (
@@ -509,7 +512,7 @@ class IdentityService:
     async def get_by_address(self, team_id: str, address: str) -> Identity:
         wanted = address.strip().strip("<>").lower()
         if wanted.startswith("mailto:"):
-            wanted = wanted[len("mailto:"):]
+            wanted = wanted[len("mailto:") :]
         wanted = wanted.split("|", 1)[0]  # Slack turns typed addresses into <mailto:x|x>
         async with self.db.session() as session:
             identity = await session.scalar(

@@ -68,8 +68,14 @@ class LimitService:
         )
 
     async def change(
-        self, identity_id: int, hourly_text: str | None, daily_text: str | None, reason: str | None, *,
-        actor: str, is_manager: bool,
+        self,
+        identity_id: int,
+        hourly_text: str | None,
+        daily_text: str | None,
+        reason: str | None,
+        *,
+        actor: str,
+        is_manager: bool,
     ) -> LimitChange:
         """Apply or request new limits. Raises FormErrors (nothing changes) or NotAllowed."""
         identity = await self.identities.get(identity_id)
@@ -111,8 +117,10 @@ class LimitService:
             if superseded:
                 await session.execute(
                     update(LimitRequest)
-                    .where(LimitRequest.id.in_([r.id for r in superseded]),
-                           LimitRequest.status == LimitRequestStatus.PENDING.value)
+                    .where(
+                        LimitRequest.id.in_([r.id for r in superseded]),
+                        LimitRequest.status == LimitRequestStatus.PENDING.value,
+                    )
                     .values(status=LimitRequestStatus.SUPERSEDED.value, decided_at=now)
                 )
                 for r in superseded:
@@ -130,17 +138,31 @@ class LimitService:
                 )
                 session.add(request)
                 await session.flush()
-                audit.record(session, actor=actor, action="limits.requested", identity_id=identity_id,
-                             request_id=request.id, hourly=hourly, daily=daily, reason=reason,
-                             superseded=[r.id for r in superseded])
+                audit.record(
+                    session,
+                    actor=actor,
+                    action="limits.requested",
+                    identity_id=identity_id,
+                    request_id=request.id,
+                    hourly=hourly,
+                    daily=daily,
+                    reason=reason,
+                    superseded=[r.id for r in superseded],
+                )
                 result = LimitChange("requested", locked, request, superseded)
             else:
                 before = (locked.hourly_limit, locked.daily_limit)
                 locked.hourly_limit, locked.daily_limit, locked.updated_at = hourly, daily, now
-                audit.record(session, actor=actor, action="limits.changed", identity_id=identity_id,
-                             previous={"hourly": before[0], "daily": before[1]},
-                             current={"hourly": hourly, "daily": daily}, reason=reason,
-                             superseded=[r.id for r in superseded])
+                audit.record(
+                    session,
+                    actor=actor,
+                    action="limits.changed",
+                    identity_id=identity_id,
+                    previous={"hourly": before[0], "daily": before[1]},
+                    current={"hourly": hourly, "daily": daily},
+                    reason=reason,
+                    superseded=[r.id for r in superseded],
+                )
                 result = LimitChange("applied", locked, None, superseded)
         return result
 
@@ -176,7 +198,12 @@ class LimitService:
         return request
 
     async def decide(
-        self, request_id: int, *, approve: bool, decider: str, is_manager: bool,
+        self,
+        request_id: int,
+        *,
+        approve: bool,
+        decider: str,
+        is_manager: bool,
         seen_in: tuple[str, str] | None = None,
     ) -> Decision:
         """Approve or deny a pending request, exactly once. Raises NotAllowed or AlreadyDecided.
@@ -208,9 +235,16 @@ class LimitService:
                     identity.hourly_limit = request.requested_hourly
                     identity.daily_limit = min(request.requested_daily, MAX_DAILY_LIMIT)
                     identity.updated_at = now
-                audit.record(session, actor=decider, action=f"limits.{status}", identity_id=identity.id,
-                             request_id=request_id, hourly=request.requested_hourly, daily=request.requested_daily,
-                             requested_by=request.requested_by)
+                audit.record(
+                    session,
+                    actor=decider,
+                    action=f"limits.{status}",
+                    identity_id=identity.id,
+                    request_id=request_id,
+                    hourly=request.requested_hourly,
+                    daily=request.requested_daily,
+                    requested_by=request.requested_by,
+                )
         if identity is None:  # someone else decided first: tell who and when
             raise AlreadyDecided(await self.get_request(request_id))
         request.status, request.decided_by, request.decided_at = status, decider, now

@@ -107,16 +107,22 @@ class OtpChallenges:
                     "expired": "This code has expired.",
                     "replaced": "A newer code was sent; use that one.",
                 }.get(challenge.closed_reason or "", "This code no longer works.")
-                return OtpCheck(False, f"{reason} Click “Send Test Response Email” for a new one.",
-                                locked=challenge.closed_reason == "locked")
+                return OtpCheck(
+                    False,
+                    f"{reason} Click “Send Test Response Email” for a new one.",
+                    locked=challenge.closed_reason == "locked",
+                )
             if now >= challenge.expires_at:
                 await session.execute(
                     update(OtpChallenge)
                     .where(OtpChallenge.id == challenge.id, OtpChallenge.closed_at.is_(None))
                     .values(closed_at=now, closed_reason="expired")
                 )
-                return OtpCheck(False, "This code has expired (codes are valid for 10 minutes). "
-                                       "Click “Send Test Response Email” for a new one.")
+                return OtpCheck(
+                    False,
+                    "This code has expired (codes are valid for 10 minutes). "
+                    "Click “Send Test Response Email” for a new one.",
+                )
             if not re.fullmatch(r"[0-9]{6}", code):
                 left = MAX_WRONG - challenge.failed_attempts
                 return OtpCheck(False, "The code is the 6 digits from the email.", attempts_left=left)
@@ -148,5 +154,6 @@ class OtpChallenges:
                     locked=True,
                 )
             left = MAX_WRONG - wrong
-            return OtpCheck(False, f"That code is wrong. {left} attempt{'s' if left != 1 else ''} left.",
-                            attempts_left=left)
+            return OtpCheck(
+                False, f"That code is wrong. {left} attempt{'s' if left != 1 else ''} left.", attempts_left=left
+            )

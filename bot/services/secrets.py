@@ -49,9 +49,7 @@ class SecretBox:
         try:
             return self._fernet.decrypt(token.encode()).decode()
         except InvalidToken:
-            raise SecretsUnavailable(
-                "A stored password can't be decrypted with the configured SECRET_KEYS."
-            ) from None
+            raise SecretsUnavailable("A stored password can't be decrypted with the configured SECRET_KEYS.") from None
 
     def rotate(self, token: str) -> str:
         """Re-encrypt under the first key."""

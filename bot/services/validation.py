@@ -33,9 +33,7 @@ def normalize_address(value: str | None, *, allow_special_use: bool = False) -> 
     if any(unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp") for c in v):
         return v, "An email address can't contain line breaks or control characters."
     try:
-        result = validate_email(
-            v, check_deliverability=False, allow_smtputf8=False, test_environment=allow_special_use
-        )
+        result = validate_email(v, check_deliverability=False, allow_smtputf8=False, test_environment=allow_special_use)
     except EmailNotValidError as exc:
         return v, f"That is not a valid email address: {exc}"
     return result.normalized.lower(), None

@@ -78,7 +78,7 @@ class VerificationService:
     @staticmethod
     async def _ensure_steps(session: AsyncSession, identity_id: int) -> None:
         existing = set(
-            (await session.scalars(select(VerificationStep.step).where(VerificationStep.identity_id == identity_id)))
+            await session.scalars(select(VerificationStep.step).where(VerificationStep.identity_id == identity_id))
         )
         for name in StepName:
             if name.value not in existing:
@@ -144,13 +144,26 @@ class VerificationService:
                     **values,
                 )
             )
-            audit.record(session, actor=actor, action=f"verification.{step.value}.started", identity_id=identity_id,
-                         attempt=attempt)
+            audit.record(
+                session,
+                actor=actor,
+                action=f"verification.{step.value}.started",
+                identity_id=identity_id,
+                attempt=attempt,
+            )
         return attempt
 
     async def _finish(
-        self, identity_id: int, step: StepName, *, attempt: int | None, ok: bool, detail: str, actor: str,
-        token: str | None = None, allow_from_failed: bool = False,
+        self,
+        identity_id: int,
+        step: StepName,
+        *,
+        attempt: int | None,
+        ok: bool,
+        detail: str,
+        actor: str,
+        token: str | None = None,
+        allow_from_failed: bool = False,
     ) -> bool:
         """Record a step's outcome once. Returns False when another process (or a newer attempt) got there first."""
         now = self.clock()
@@ -213,23 +226,32 @@ class VerificationService:
         identity = await self.identities.get(identity_id)
         token = new_token()
         attempt = await self._start(identity_id, StepName.SENDING, actor, token=token)
-        await self._changed(identity_id, StepEvent("sending", "pending", self.clock(), "Sending: test email on its way",
-                                                   actor))
+        await self._changed(
+            identity_id, StepEvent("sending", "pending", self.clock(), "Sending: test email on its way", actor)
+        )
         message = sending_test_message(identity.display_name, identity.address, identity.address, token)
         try:
             server = self.identities.smtp_server(identity) if identity.kind == IdentityKind.COMPANY.value else None
             route = await self.delivery.send_as(server, message, sender=identity.address, recipients=[identity.address])
         except SmtpFailure as exc:
-            await self._finish(identity_id, StepName.SENDING, attempt=attempt, ok=False, detail=exc.diagnosis.text,
-                               actor=actor)
+            await self._finish(
+                identity_id, StepName.SENDING, attempt=attempt, ok=False, detail=exc.diagnosis.text, actor=actor
+            )
             return
         except Exception:
             log.exception("sending verification of identity %s failed unexpectedly", identity_id)
-            await self._finish(identity_id, StepName.SENDING, attempt=attempt, ok=False,
-                               detail="Something went wrong on our side; please try again.", actor=actor)
+            await self._finish(
+                identity_id,
+                StepName.SENDING,
+                attempt=attempt,
+                ok=False,
+                detail="Something went wrong on our side; please try again.",
+                actor=actor,
+            )
             return
-        await self._finish(identity_id, StepName.SENDING, attempt=attempt, ok=True,
-                           detail=f"Test email {route}.", actor=actor)
+        await self._finish(
+            identity_id, StepName.SENDING, attempt=attempt, ok=True, detail=f"Test email {route}.", actor=actor
+        )
 
     # ---- 2. Receiving ----------------------------------------------------------------------------------
     async def send_otp(self, identity_id: int, actor: str) -> str:
@@ -248,29 +270,58 @@ class VerificationService:
             detail = exc.diagnosis.text if isinstance(exc, SmtpFailure) else "the code could not be sent"
             if not isinstance(exc, SmtpFailure):
                 log.exception("sending the OTP for identity %s failed", identity_id)
-            await self._finish(identity_id, StepName.RECEIVING, attempt=attempt, ok=False,
-                               detail=f"The code could not be emailed to {identity.forwarding_address}: {detail}",
-                               actor=actor)
+            await self._finish(
+                identity_id,
+                StepName.RECEIVING,
+                attempt=attempt,
+                ok=False,
+                detail=f"The code could not be emailed to {identity.forwarding_address}: {detail}",
+                actor=actor,
+            )
             return identity.forwarding_address
         await self._changed(
             identity_id,
-            StepEvent("receiving", "pending", self.clock(),
-                      f"Receiving: a one-time password was emailed to {identity.forwarding_address} "
-                      f"(valid {minutes} minutes)", actor),
+            StepEvent(
+                "receiving",
+                "pending",
+                self.clock(),
+                f"Receiving: a one-time password was emailed to {identity.forwarding_address} "
+                f"(valid {minutes} minutes)",
+                actor,
+            ),
         )
         return identity.forwarding_address
 
     async def check_otp(self, identity_id: int, typed: str, actor: str) -> OtpCheck:
         result = await self.otp.check(identity_id, typed)
         async with self.db.transaction() as session:
-            audit.record(session, actor=actor, action="verification.receiving.code_checked", identity_id=identity_id,
-                         correct=result.ok, locked=result.locked)
+            audit.record(
+                session,
+                actor=actor,
+                action="verification.receiving.code_checked",
+                identity_id=identity_id,
+                correct=result.ok,
+                locked=result.locked,
+            )
         if result.ok:
-            await self._finish(identity_id, StepName.RECEIVING, attempt=None, ok=True,
-                               detail="The one-time password matched.", actor=actor, allow_from_failed=True)
+            await self._finish(
+                identity_id,
+                StepName.RECEIVING,
+                attempt=None,
+                ok=True,
+                detail="The one-time password matched.",
+                actor=actor,
+                allow_from_failed=True,
+            )
         elif result.locked:
-            await self._finish(identity_id, StepName.RECEIVING, attempt=None, ok=False,
-                               detail="the code was locked after 5 wrong tries.", actor=actor)
+            await self._finish(
+                identity_id,
+                StepName.RECEIVING,
+                attempt=None,
+                ok=False,
+                detail="the code was locked after 5 wrong tries.",
+                actor=actor,
+            )
         return result
 
     # ---- 3. Tracking -----------------------------------------------------------------------------------
@@ -292,14 +343,21 @@ class VerificationService:
             await self._finish(identity_id, StepName.TRACKING, attempt=attempt, ok=False, detail=detail, actor=actor)
             return
         where = (
-            "the CC tracking address" if identity.kind == IdentityKind.COMPANY.value else "the platform's inbound server"
+            "the CC tracking address"
+            if identity.kind == IdentityKind.COMPANY.value
+            else "the platform's inbound server"
         )
         minutes = max(1, round(self.tracking_timeout.total_seconds() / 60))
         await self._changed(
             identity_id,
-            StepEvent("tracking", "pending", self.clock(),
-                      f"Tracking: response email sent to {identity.address} ({route}); waiting up to "
-                      f"{minutes} min for its copy at {where}", actor),
+            StepEvent(
+                "tracking",
+                "pending",
+                self.clock(),
+                f"Tracking: response email sent to {identity.address} ({route}); waiting up to "
+                f"{minutes} min for its copy at {where}",
+                actor,
+            ),
         )
 
     async def on_tokens(self, tokens: list[str], message_id: int) -> None:
@@ -347,8 +405,15 @@ class VerificationService:
                 if identity.kind == IdentityKind.COMPANY.value
                 else "no copy reached the platform's inbound server; please try again."
             )
-            if await self._finish(row.identity_id, StepName.TRACKING, attempt=row.attempt, ok=False,
-                                  detail=f"no copy arrived in time: {advice}", actor="timeout", token=row.token):
+            if await self._finish(
+                row.identity_id,
+                StepName.TRACKING,
+                attempt=row.attempt,
+                ok=False,
+                detail=f"no copy arrived in time: {advice}",
+                actor="timeout",
+                token=row.token,
+            ):
                 fired += 1
         return fired
 
@@ -363,18 +428,37 @@ class VerificationService:
             await session.execute(
                 update(VerificationStep)
                 .where(VerificationStep.identity_id == identity_id, VerificationStep.step.in_([s.value for s in steps]))
-                .values(status=StepStatus.NOT_RUN.value, verified_at=None, finished_at=None, token=None,
-                        deadline=None, detail=reason, attempt=VerificationStep.attempt + 1, updated_at=now)
+                .values(
+                    status=StepStatus.NOT_RUN.value,
+                    verified_at=None,
+                    finished_at=None,
+                    token=None,
+                    deadline=None,
+                    detail=reason,
+                    attempt=VerificationStep.attempt + 1,
+                    updated_at=now,
+                )
             )
             await session.execute(
-                update(Identity).where(Identity.id == identity_id)
+                update(Identity)
+                .where(Identity.id == identity_id)
                 .values(status=IdentityStatus.NOT_VERIFIED.value, updated_at=now)
             )
-            audit.record(session, actor=actor, action="verification.reset", identity_id=identity_id,
-                         steps=[s.value for s in steps], reason=reason)
+            audit.record(
+                session,
+                actor=actor,
+                action="verification.reset",
+                identity_id=identity_id,
+                steps=[s.value for s in steps],
+                reason=reason,
+            )
         names = " and ".join(STEP_LABELS[s] for s in steps)
-        await self._changed(identity_id, StepEvent(steps[0].value, StepStatus.NOT_RUN.value, now,
-                                                   f"{names} must be verified again: {reason}", actor))
+        await self._changed(
+            identity_id,
+            StepEvent(
+                steps[0].value, StepStatus.NOT_RUN.value, now, f"{names} must be verified again: {reason}", actor
+            ),
+        )
 
     async def after_update(self, updated: Updated, *, actor: str) -> None:
         """Changing SMTP settings resets Sending and Tracking; changing the forwarding address resets Receiving."""

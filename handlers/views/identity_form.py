@@ -98,7 +98,13 @@ def _option(value: str, label: str) -> Option:
 
 
 def _text_input(
-    block: str, label: str, value: str | None, *, placeholder: str, max_length: int, hint: str | None = None,
+    block: str,
+    label: str,
+    value: str | None,
+    *,
+    placeholder: str,
+    max_length: int,
+    hint: str | None = None,
     optional: bool = False,
 ) -> InputBlock:
     return InputBlock(
@@ -226,13 +232,19 @@ def _smtp_blocks(values: FormValues, meta: FormMeta) -> list[Block]:
                 initial_option=provider_options.get(values.provider or ""),
             ),
         ),
-        _text_input(versioned(F.smtp_host, v), "SMTP server", values.smtp_host, placeholder="smtp.yourcompany.com",
-                    max_length=253),
+        _text_input(
+            versioned(F.smtp_host, v),
+            "SMTP server",
+            values.smtp_host,
+            placeholder="smtp.yourcompany.com",
+            max_length=253,
+        ),
         InputBlock(
             block_id=versioned(F.smtp_port, v),
             label="SMTP port",
-            element=NumberInputElement(action_id=F.value, is_decimal_allowed=False,
-                                       initial_value=values.smtp_port or None),
+            element=NumberInputElement(
+                action_id=F.value, is_decimal_allowed=False, initial_value=values.smtp_port or None
+            ),
         ),
         InputBlock(
             block_id=versioned(F.smtp_security, v),
@@ -243,8 +255,15 @@ def _smtp_blocks(values: FormValues, meta: FormMeta) -> list[Block]:
                 initial_option=security_options.get(values.smtp_security or ""),
             ),
         ),
-        _text_input(F.smtp_username, "SMTP username", values.smtp_username, placeholder="Same as the email address",
-                    max_length=254, optional=True, hint="Leave empty to use the email address."),
+        _text_input(
+            F.smtp_username,
+            "SMTP username",
+            values.smtp_username,
+            placeholder="Same as the email address",
+            max_length=254,
+            optional=True,
+            hint="Leave empty to use the email address.",
+        ),
         InputBlock(
             block_id=F.smtp_password,
             label="SMTP password",
@@ -273,10 +292,22 @@ def identity_form(
     """The 'New email identity' / 'Edit email identity' modal."""
     blocks: list[Block] = [
         *_kind_blocks(values, meta),
-        _text_input(F.display_name, "Sender's display name", values.display_name,
-                    placeholder="Jane Doe", max_length=100, hint="The name recipients see as the sender."),
-        _text_input(F.company_name, "Sender company name", values.company_name,
-                    placeholder="Acme Inc.", max_length=100, hint="Helps recipients recognize who is writing."),
+        _text_input(
+            F.display_name,
+            "Sender's display name",
+            values.display_name,
+            placeholder="Jane Doe",
+            max_length=100,
+            hint="The name recipients see as the sender.",
+        ),
+        _text_input(
+            F.company_name,
+            "Sender company name",
+            values.company_name,
+            placeholder="Acme Inc.",
+            max_length=100,
+            hint="Helps recipients recognize who is writing.",
+        ),
         *_address_blocks(values, meta, platform_domain, notice),
         DividerBlock(),
         *_limit_blocks(values, meta, current_limits),
@@ -316,7 +347,11 @@ def identity_form(
 
 
 def saved_view(
-    address: str, channel: str, *, increase_requested: str | None, tracking_address: str | None = None,
+    address: str,
+    channel: str,
+    *,
+    increase_requested: str | None,
+    tracking_address: str | None = None,
     edited: bool = False,
 ) -> View:
     """Replaces the form after a successful save."""

@@ -7,8 +7,8 @@ from datetime import datetime
 
 from slack_sdk.models.blocks import Block, HeaderBlock, MarkdownTextObject, SectionBlock
 
-from handlers.ids import COMMAND
 from bot.services.providers import SECURITY_LABELS
+from handlers.ids import COMMAND
 from handlers.views.common import KIND_LABELS, STATUS_LABELS, context, escape, limits_text, slack_date
 from handlers.views.tracking import tracking_instructions
 from models import Identity, LimitRequest
@@ -127,9 +127,7 @@ def help_message(problem: str | None = None) -> Message:
             "Each one passes three verification steps before it is ready to use."
         )
     )
-    return Message(
-        text=(f"{problem} " if problem else "") + "Identity Bot commands: new, list, help.", blocks=blocks
-    )
+    return Message(text=(f"{problem} " if problem else "") + "Identity Bot commands: new, list, help.", blocks=blocks)
 
 
 def identity_updated(identity: Identity, changed: list[str], actor: str, when: datetime) -> Message:

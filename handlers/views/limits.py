@@ -49,22 +49,28 @@ def limits_form(identity: Identity, pending: LimitRequest | None) -> View:
         InputBlock(
             block_id=L.hourly_limit,
             label="Email sending limit per hour",
-            element=NumberInputElement(action_id="value", is_decimal_allowed=False,
-                                       initial_value=str(identity.hourly_limit)),
+            element=NumberInputElement(
+                action_id="value", is_decimal_allowed=False, initial_value=str(identity.hourly_limit)
+            ),
         ),
         InputBlock(
             block_id=L.daily_limit,
             label="Email sending limit per day",
-            element=NumberInputElement(action_id="value", is_decimal_allowed=False,
-                                       initial_value=str(identity.daily_limit)),
+            element=NumberInputElement(
+                action_id="value", is_decimal_allowed=False, initial_value=str(identity.daily_limit)
+            ),
         ),
         InputBlock(
             block_id=L.reason,
             label="Reason",
             optional=True,
             hint="Managers see this with the request.",
-            element=PlainTextInputElement(action_id="value", multiline=True, max_length=500,
-                                          placeholder="Why does this identity need to send more?"),
+            element=PlainTextInputElement(
+                action_id="value",
+                multiline=True,
+                max_length=500,
+                placeholder="Why does this identity need to send more?",
+            ),
         ),
     ]
     return View(
@@ -94,8 +100,13 @@ def limits_done(change: LimitChange) -> View:
         )
     else:
         text = "Nothing changed: these are already the identity's limits."
-    return View(type="modal", callback_id=L.done_callback, title="Change limits", close="Done",
-                blocks=[SectionBlock(text=MarkdownTextObject(text=text))])
+    return View(
+        type="modal",
+        callback_id=L.done_callback,
+        title="Change limits",
+        close="Done",
+        blocks=[SectionBlock(text=MarkdownTextObject(text=text))],
+    )
 
 
 def _request_fields(identity: Identity, request: LimitRequest) -> SectionBlock:
@@ -136,20 +147,28 @@ def approval_request(identity: Identity, request: LimitRequest) -> Message:
                 block_id=L.decision_block,
                 elements=[
                     ButtonElement(
-                        text="Approve", action_id=L.approve, value=value, style="primary",
+                        text="Approve",
+                        action_id=L.approve,
+                        value=value,
+                        style="primary",
                         confirm=ConfirmObject(
                             title="Approve the increase?",
                             text=f"{identity.address} will send up to "
                             f"{limits_text(request.requested_hourly, request.requested_daily)}, starting now.",
-                            confirm="Approve", deny="Cancel",
+                            confirm="Approve",
+                            deny="Cancel",
                         ),
                     ),
                     ButtonElement(
-                        text="Deny", action_id=L.deny, value=value, style="danger",
+                        text="Deny",
+                        action_id=L.deny,
+                        value=value,
+                        style="danger",
                         confirm=ConfirmObject(
                             title="Deny the increase?",
                             text=f"{identity.address} keeps its current limits.",
-                            confirm="Deny", deny="Cancel",
+                            confirm="Deny",
+                            deny="Cancel",
                         ),
                     ),
                 ],
@@ -173,18 +192,24 @@ def decision_for_requester(identity: Identity, request: LimitRequest) -> Message
         f"{limits_text(request.requested_hourly, request.requested_daily)} was *{verb}* by <@{request.decided_by}> "
         f"on {slack_date(request.decided_at)}. Limits now: *{now}*."  # type: ignore[arg-type]
     )
-    return Message(text=f"Limit request for {identity.address} {verb}. Limits now: {now}.",
-                   blocks=[SectionBlock(text=MarkdownTextObject(text=text))])
+    return Message(
+        text=f"Limit request for {identity.address} {verb}. Limits now: {now}.",
+        blocks=[SectionBlock(text=MarkdownTextObject(text=text))],
+    )
 
 
 def limits_changed(identity: Identity, actor: str) -> Message:
     now = limits_text(identity.hourly_limit, identity.daily_limit)
     return Message(
         text=f"Limits of {identity.address} changed to {now}.",
-        blocks=[SectionBlock(text=MarkdownTextObject(
-            text=f":gear: <@{actor}> set the limits of *{escape(identity.address)}* to *{now}* on "
-            f"{slack_date(identity.updated_at)}. They apply at once."
-        ))],
+        blocks=[
+            SectionBlock(
+                text=MarkdownTextObject(
+                    text=f":gear: <@{actor}> set the limits of *{escape(identity.address)}* to *{now}* on "
+                    f"{slack_date(identity.updated_at)}. They apply at once."
+                )
+            )
+        ],
     )
 
 
@@ -202,7 +227,8 @@ def usage_blocks(identity: Identity, usage: LimitDecision) -> list[Block]:
         f"*Sent in the last 24 hours:* {usage.sent_last_day} of {identity.daily_limit}",
     ]
     if not usage.allowed and usage.retry_at is not None:
-        lines.append(f":no_entry: The {usage.limit} limit is reached; the next message can go "
-                     f"{slack_date(usage.retry_at)}.")
+        lines.append(
+            f":no_entry: The {usage.limit} limit is reached; the next message can go {slack_date(usage.retry_at)}."
+        )
     lines.append("_Counted in messages (one per message, whatever its number of recipients)._")
     return [SectionBlock(text=MarkdownTextObject(text="\n".join(lines)))]
