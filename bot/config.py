@@ -46,9 +46,9 @@ class RelaySettings:
 
 @dataclass(frozen=True)
 class Settings:
-    slack_bot_token: str | None
-    slack_signing_secret: str | None
-    slack_app_token: str | None
+    slack_bot_token: str | None = field(repr=False)
+    slack_signing_secret: str | None = field(repr=False)
+    slack_app_token: str | None = field(repr=False)
     slack_api_url: str
     host: str
     port: int

@@ -13,6 +13,7 @@ LIBRARY_FLOORS = {
     "aiosmtplib": logging.INFO,
     "asyncio": logging.INFO,
     "aiohttp.access": logging.INFO,
+    "aiosqlite": logging.INFO,  # logs every statement with its parameters at DEBUG
     "mail.log": logging.WARNING,
     "aiosmtpd": logging.WARNING,
 }

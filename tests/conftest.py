@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import os
+import tempfile
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -14,6 +16,7 @@ import pytest
 from bot.app import Runtime
 from bot.config import Settings, load_settings
 from bot.emulator import FakeSlack, SlackClient
+from bot.logs import quiet_libraries
 from models import Database
 
 PG_ADMIN_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
@@ -26,6 +29,21 @@ LEAD = "U_LEAD"
 CHANNEL = "C_TEAM"
 
 _pg_state: dict[str, str | None] = {}
+
+# Everything the whole run logs, at DEBUG, goes to this file too: tests/test_zz_scopes.py greps it for the
+# test passwords (logs must never contain a secret).
+SUITE_LOG = Path(tempfile.gettempdir()) / f"identity-bot-suite-{os.getpid()}.log"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    handler = logging.FileHandler(SUITE_LOG, mode="w", encoding="utf-8")
+    handler.setLevel(logging.DEBUG)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG)
+    quiet_libraries()  # as the runtime does; also keeps the test mail servers from logging AUTH lines
+
 # Every Web API method the app called during this run: tests/test_zz_scopes.py checks them against the manifest.
 SEEN_METHODS: set[str] = set()
 

@@ -126,6 +126,11 @@ async def test_company_identity_tested_saved_and_announced(cbot: Bot, company: C
     assert identity.tracking_address in blocks and "forwarder" in blocks
     # The password never went to Slack, in any call.
     assert all(APP_PASSWORD not in str(c.args) for c in bot.fake.calls)
+    # Nor is it anywhere in the database files in clear (SQLite keeps recent writes in the -wal file).
+    if bot.db.is_sqlite:
+        path = Path(bot.db.engine.url.database or "")
+        stored = b"".join(p.read_bytes() for p in path.parent.glob(path.name + "*"))
+        assert stored and APP_PASSWORD.encode() not in stored
 
 
 async def test_saving_needs_a_passing_test_of_the_same_settings(sbot: Bot, company: CompanyMail) -> None:
