@@ -112,7 +112,7 @@ class MailHost:
         self, server: SMTP, session: Session, envelope: Envelope, mechanism: str, data: Any
     ) -> AuthResult:
         ok = isinstance(data, LoginPassword) and self.users.get(data.login.decode()) == data.password.decode()
-        return AuthResult(success=ok)
+        return AuthResult(success=ok, handled=False)  # handled=False: aiosmtpd answers 235 or 535 itself
 
     async def start(self, tls: ssl.SSLContext) -> None:
         loop = asyncio.get_running_loop()
