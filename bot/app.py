@@ -22,7 +22,7 @@ from sqlalchemy import text
 
 import handlers
 from bot.config import ConfigError, Settings
-from bot.logs import quiet_libraries
+from bot.logs import library_logger, quiet_libraries
 from bot.mail.delivery import Delivery
 from bot.mail.gateway import SubmissionGateway
 from bot.mail.inbound import InboundServer
@@ -78,6 +78,7 @@ class Runtime:
             client=client,
             signing_secret=s.slack_signing_secret or "unused-in-socket-mode",
             process_before_response=False,
+            logger=library_logger("slack_bolt.identity_bot"),  # Bolt copies this level to its loggers
         )
         self.managers = ManagerDirectory(client, s.managers)
         notifier = SlackNotifier(client, self.managers, approvals_channel=s.approvals_channel)
@@ -161,6 +162,7 @@ class Runtime:
                 rounds += 1
                 if rounds % retry_every == 0:
                     await self.incoming.process_pending()
+                    await self.services.limits.post_unposted()
             except Exception:
                 log.exception("background sweep failed")
             await asyncio.sleep(interval)
@@ -172,6 +174,14 @@ class Runtime:
         await self.inbound.start(s.inbound_smtp.host, s.inbound_smtp.port)
         log.info("inbound SMTP server on %s:%s", self.inbound.host, self.inbound.port)
         await self.gateway.start(s.submission_smtp.host, s.submission_smtp.port)
+        if s.relay is None:
+            log.warning(
+                "RELAY_SMTP_URL is not set: mail to outside addresses (one-time passwords, response emails, "
+                "forwarded leads) is written to %s instead of being delivered",
+                s.data_dir / "outbox",
+            )
+        if not s.managers:
+            log.warning("MANAGERS is not set: nobody can approve limit increases")
         self._tasks.append(asyncio.create_task(self._recover()))
         self._tasks.append(asyncio.create_task(self._sweep()))
         if self.settings.socket_mode:

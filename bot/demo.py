@@ -158,6 +158,13 @@ class Demo:
                 if message and (threads or not message.get("thread_ts")):
                     show_message(message)
 
+    async def loaded(self, mark: int, callback_id: str) -> dict[str, Any]:
+        """The modal once filled in (it opens with "Loading…" while the bot looks things up)."""
+        call = await self.fake.wait_for(
+            "views.update", lambda c: c.ok and c.response["view"].get("callback_id") == callback_id, after=mark
+        )
+        return call.response["view"]
+
     async def panel(self, address: str) -> tuple[str, str]:
         calls = [
             c
@@ -237,7 +244,7 @@ class Demo:
         print(f"\n    ✉  In {FORWARDING}'s inbox: “{otp.message['Subject']}”")
         self.say(f"She clicks [Enter OTP] and types {code}")
         mark = await self.click_panel(address, "verify-receiving-enter")
-        view = (await self.fake.wait_for("views.open", after=mark)).response["view"]
+        view = await self.loaded(mark, "otp-form")
         self.slack.type(view["id"], "otp", code)
         ack = await self.slack.submit(view["id"], user=LEAD)
         show_view("after Verify", ack.body["view"])  # type: ignore[index]
@@ -304,7 +311,7 @@ class Demo:
         self.say(f"@lea.lead: /identity limits {address} → 60 per hour, 250 per day, “Q4 campaign”")
         mark = self.fake.mark()
         await self.slack.command(f"limits {address}", user=LEAD, channel=CHANNEL)
-        view = (await self.fake.wait_for("views.open", after=mark)).response["view"]
+        view = await self.loaded(mark, "limits-form")
         self.slack.type(view["id"], "hourly_limit", "60")
         self.slack.type(view["id"], "daily_limit", "250")
         self.slack.type(view["id"], "reason", "Q4 campaign")

@@ -20,11 +20,21 @@ LIBRARY_FLOORS = {
 
 
 def quiet_libraries() -> None:
-    """Raise chatty libraries' loggers to their floor. Called by the runtime, so it holds in tests too."""
+    """Raise chatty libraries' loggers (and their existing children, which Bolt gives a level of their own copied
+    from the root) to their floor. Called by the runtime, so it holds in tests too."""
+    existing = list(logging.root.manager.loggerDict)
     for name, floor in LIBRARY_FLOORS.items():
-        logger = logging.getLogger(name)
-        if logger.getEffectiveLevel() < floor or logger.level < floor:
-            logger.setLevel(floor)
+        for logger_name in [name] + [n for n in existing if n.startswith(name + ".")]:
+            logger = logging.getLogger(logger_name)
+            if logger.level < floor:
+                logger.setLevel(floor)
+
+
+def library_logger(name: str) -> logging.Logger:
+    """A logger for a library object that copies its level from the logger it is given (Bolt's AsyncApp)."""
+    logger = logging.getLogger(name)
+    logger.setLevel(max(logging.INFO, logger.getEffectiveLevel()))
+    return logger
 
 
 def setup_logging(level: str) -> None:

@@ -13,7 +13,7 @@ from bot.services.registry import Services
 from handlers.identity_form import values_from_identity
 from handlers.limits import LimitListeners
 from handlers.managers import ManagerDirectory
-from handlers.views.common import limits_text
+from handlers.views.common import limits_text, loading_view, problem_view
 from handlers.views.identity_form import FormMeta, FormValues, identity_form
 from handlers.views.identity_messages import help_message, identity_list, problem_message
 from handlers.views.verification import identity_overview
@@ -78,8 +78,13 @@ class IdentityCommand:
     async def change_limits(
         self, command: dict[str, Any], client: AsyncWebClient, respond: AsyncRespond, address: str
     ) -> None:
-        if identity := await self._find(command, respond, address):
-            await self.limits.open_form(client, command["trigger_id"], identity)
+        opened = await client.views_open(trigger_id=command["trigger_id"], view=loading_view("Change limits"))
+        try:
+            identity = await self.services.identities.get_by_address(command["team_id"], address)
+        except NotFound as exc:
+            await client.views_update(view_id=opened["view"]["id"], view=problem_view("Change limits", str(exc)))
+            return
+        await self.limits.fill_form(client, opened["view"], identity)
 
     async def show(self, command: dict[str, Any], respond: AsyncRespond, address: str) -> None:
         if identity := await self._find(command, respond, address):
@@ -111,17 +116,17 @@ class IdentityCommand:
         await client.views_open(trigger_id=command["trigger_id"], view=view)
 
     async def edit(self, command: dict[str, Any], client: AsyncWebClient, respond: AsyncRespond, address: str) -> None:
+        title = "Edit email identity"
+        opened = (await client.views_open(trigger_id=command["trigger_id"], view=loading_view(title)))["view"]
         try:
             identity = await self.services.identities.get_by_address(command["team_id"], address)
         except NotFound as exc:
-            await respond(response_type="ephemeral", **problem_message(str(exc)).as_kwargs())
+            await client.views_update(view_id=opened["id"], view=problem_view(title, str(exc)))
             return
         user = command["user_id"]
         if not self.services.identities.may_edit(identity, user, is_manager=await self.managers.is_manager(user)):
-            await respond(
-                response_type="ephemeral",
-                **problem_message("Only the identity's creator or a manager can change it.").as_kwargs(),
-            )
+            problem = "Only the identity's creator or a manager can change it."
+            await client.views_update(view_id=opened["id"], view=problem_view(title, problem))
             return
         meta = FormMeta(
             mode="edit",
@@ -136,4 +141,4 @@ class IdentityCommand:
             platform_domain=self.services.settings.platform_domain,
             current_limits=limits_text(identity.hourly_limit, identity.daily_limit),
         )
-        await client.views_open(trigger_id=command["trigger_id"], view=view)
+        await client.views_update(view_id=opened["id"], hash=opened.get("hash"), view=view)

@@ -18,6 +18,11 @@ log = logging.getLogger("handlers.errors")
 
 Listener = Callable[..., Awaitable[None]]
 SORRY = "Something went wrong on my side and nothing was changed. Please try again."
+# After the ack, part of the work may already be stored: don't claim nothing changed.
+SORRY_AFTER = (
+    "Something went wrong on my side while finishing this. What was already saved stays saved; "
+    "check the channel, and try again if something is missing."
+)
 
 
 def _where(body: dict[str, Any]) -> tuple[str | None, str | None]:
@@ -63,14 +68,16 @@ def guarded(listener: Listener) -> Listener:
             ref = uuid.uuid4().hex[:8]
             log.error("listener %s failed (ref %s)", listener.__qualname__, ref, exc_info=exc)
             body = args.body
+            sorry = SORRY_AFTER
             if args.ack.response is None:
+                sorry = SORRY
                 view = body.get("view") or {}
                 inputs = [b["block_id"] for b in view.get("blocks", []) if b.get("type") == "input"]
                 if body.get("type") == "view_submission" and inputs:
                     await args.ack(response_action="errors", errors={inputs[0]: f"{SORRY} (ref {ref})"})
                     return
                 await args.ack()
-            await tell_user(args.client, body, f":warning: {SORRY} (ref {ref})")
+            await tell_user(args.client, body, f":warning: {sorry} (ref {ref})")
 
     # Not functools.wraps: Bolt would follow __wrapped__ and inject the listener's arguments instead of `args`.
     wrapper.__name__ = wrapper.__qualname__ = getattr(listener, "__qualname__", "listener")

@@ -80,6 +80,11 @@ def values_from_identity(identity: Identity) -> FormValues:
     )
 
 
+def forget_test(meta: FormMeta) -> None:
+    """The settings are being replaced: drop the last test's result (and its fingerprint)."""
+    meta.test_state, meta.test_message, meta.tested = "none", None, None
+
+
 class IdentityFormListeners:
     """Everything the identity modal sends while it is open."""
 
@@ -116,6 +121,7 @@ class IdentityFormListeners:
         draft = draft_from_view(view, meta)
         meta.kind = draft.kind
         meta.address_version += 1  # the address input changes type: give it a fresh block_id
+        forget_test(meta)
         if meta.kind == "company" and not meta.tracking_address:
             meta.tracking_address = self.services.identities.new_tracking_address()
         values = values_from_draft(draft)
@@ -131,6 +137,7 @@ class IdentityFormListeners:
         draft = draft_from_view(view, meta)
         values = values_from_draft(draft)
         provider = PROVIDERS.get(draft.esp_provider or "")
+        forget_test(meta)  # new server settings: an earlier result (or a test still running) no longer applies
         if provider is not None:
             values.smtp_host = provider.host or ""
             values.smtp_port, values.smtp_security = str(provider.port), provider.security

@@ -14,6 +14,7 @@ from handlers.errors import tell_user
 from handlers.ids import Limits as L
 from handlers.managers import ManagerDirectory
 from handlers.state import errors_for_view, read_state
+from handlers.views.common import loading_view, problem_view
 from handlers.views.limits import already_decided, limits_done, limits_form
 from models import Identity
 
@@ -23,21 +24,24 @@ class LimitListeners:
         self.services = services
         self.managers = managers
 
-    async def open_form(self, client: AsyncWebClient, trigger_id: str, identity: Identity) -> None:
+    async def fill_form(self, client: AsyncWebClient, opened: dict[str, Any], identity: Identity) -> None:
+        """Replace the loading modal with the Change limits form."""
         pending = await self.services.identities.pending_request(identity.id)
-        await client.views_open(trigger_id=trigger_id, view=limits_form(identity, pending))
+        await client.views_update(view_id=opened["id"], hash=opened.get("hash"), view=limits_form(identity, pending))
 
     async def open_from_button(self, ack: AsyncAck, body: dict[str, Any], client: AsyncWebClient) -> None:
         await ack()
+        opened = (await client.views_open(trigger_id=body["trigger_id"], view=loading_view("Change limits")))["view"]
         try:
             identity = await self.services.identities.get(int(body["actions"][0]["value"]))
         except (ValueError, NotFound):
-            await tell_user(client, body, "This identity no longer exists.")
+            identity = None
+        if identity is None or identity.team_id != body.get("team", {}).get("id"):
+            await client.views_update(
+                view_id=opened["id"], view=problem_view("Change limits", "This identity no longer exists.")
+            )
             return
-        if identity.team_id != body.get("team", {}).get("id"):
-            await tell_user(client, body, "This identity no longer exists.")
-            return
-        await self.open_form(client, body["trigger_id"], identity)
+        await self.fill_form(client, opened, identity)
 
     async def submit(self, ack: AsyncAck, body: dict[str, Any], view: dict[str, Any]) -> None:
         values = read_state(view)

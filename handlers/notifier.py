@@ -36,14 +36,20 @@ class SlackNotifier:
         except SlackApiError as exc:
             error = exc.response.get("error")
             log.warning("could not post to %s: %s", channel, error)
-            if not fallback_user:
-                return None
+        except Exception:  # Slack unreachable: what happened is stored; the message is lost, not the work
+            log.exception("could not post to %s", channel)
+            return None
+        if not fallback_user:
+            return None
+        try:
             await self.client.chat_postMessage(
                 channel=fallback_user,
                 text=f"I couldn't post to <#{channel}> ({error}). Invite me there with `/invite @Identity Bot`. "
                 f"Here is what I wanted to say:\n{message.text}",
             )
-            return None
+        except Exception:
+            log.exception("could not tell %s either", fallback_user)
+        return None
 
     async def identity_created(self, identity: Identity, request: LimitRequest | None) -> tuple[str, str] | None:
         message = identity_panel(identity, {}, request, new=True)
@@ -63,8 +69,8 @@ class SlackNotifier:
             await self.client.chat_update(
                 channel=identity.panel_channel, ts=identity.panel_ts, **identity_panel(identity, steps).as_kwargs()
             )
-        except SlackApiError as exc:
-            log.warning("could not update the panel of identity %s: %s", identity.id, exc.response.get("error"))
+        except Exception:  # best effort: the state is in the database; the next change redraws the panel
+            log.exception("could not update the panel of identity %s", identity.id)
 
     async def step_changed(self, identity: Identity, steps: dict[str, VerificationStep], event: StepEvent) -> None:
         """Update the panel in place and keep the history as a thread reply with the time."""
@@ -98,8 +104,8 @@ class SlackNotifier:
         for where in request.messages or []:
             try:
                 await self.client.chat_update(channel=where["channel"], ts=where["ts"], **message.as_kwargs())
-            except SlackApiError as exc:
-                log.warning("could not update limit request %s: %s", request.id, exc.response.get("error"))
+            except Exception:
+                log.exception("could not update limit request %s", request.id)
 
     async def limit_request_closed(self, identity: Identity, request: LimitRequest) -> None:
         await self._update_request_messages(identity, request)

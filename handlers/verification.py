@@ -50,21 +50,23 @@ class VerificationListeners:
         await ack()
         if identity := await self._identity(body, client):
             try:
-                sent_to = await self.services.verification.send_otp(identity.id, body["user"]["id"])
+                where = await self.services.verification.send_otp(identity.id, body["user"]["id"])
             except ResendTooSoon as exc:
                 await tell_user(client, body, f":hourglass_flowing_sand: {exc}")
                 return
-            await tell_user(
-                client,
-                body,
-                f":envelope: A one-time password is on its way to {sent_to}. Click *Enter OTP* when it arrives.",
-            )
+            await tell_user(client, body, f":envelope: {where}. Click *Enter OTP* when it arrives.")
 
     async def enter_otp(self, ack: AsyncAck, body: dict[str, Any], client: AsyncWebClient) -> None:
+        """Open the modal first (the trigger id lives ~3 s), then fill in which identity and address it is for."""
         await ack()
+        try:
+            identity_id = int(body["actions"][0]["value"])
+        except (KeyError, ValueError):
+            return
+        opened = (await client.views_open(trigger_id=body["trigger_id"], view=otp_form(identity_id)))["view"]
         if identity := await self._identity(body, client):
-            await client.views_open(
-                trigger_id=body["trigger_id"], view=otp_form(identity, sent_to=identity.forwarding_address)
+            await client.views_update(
+                view_id=opened["id"], hash=opened.get("hash"), view=otp_form(identity_id, identity)
             )
 
     async def submit_otp(self, ack: AsyncAck, body: dict[str, Any], view: dict[str, Any]) -> None:
@@ -74,11 +76,12 @@ class VerificationListeners:
             await ack(response_action="errors", errors={V.otp_block: "This identity no longer exists."})
             return
         typed = read_state(view).get(V.otp_block) or ""
-        result = await self.services.verification.check_otp(identity.id, typed, body["user"]["id"])
+        result, recorded = await self.services.verification.check_otp(identity.id, typed, body["user"]["id"])
         if result.ok:
             await ack(response_action="update", view=otp_done(identity))
         else:
             await ack(response_action="errors", errors={V.otp_block: result.message})
+        await self.services.verification.announce(recorded)  # Slack updates only after the modal's ack
 
     async def send_response(self, ack: AsyncAck, body: dict[str, Any], client: AsyncWebClient) -> None:
         await ack()

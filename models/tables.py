@@ -112,6 +112,8 @@ class LimitRequest(Base):
     decided_at: Mapped[datetime | None]
     # Where the request was posted ([{"channel": ..., "ts": ...}]) so the decision can update it in place.
     messages: Mapped[list[dict[str, str]]] = mapped_column(JSON, default=list)
+    # Set when a process takes on posting the request to the approvers (claimed once; cleared if it failed).
+    posted_at: Mapped[datetime | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 

@@ -37,11 +37,7 @@ class CompanyMail:
         return f"smtp://{self.mx.host}:{self.mx.port}?security=none"
 
     async def _on_mx_data(self, envelope: Envelope, message: EmailMessage) -> str | None:
-        if (
-            self.forward_to
-            and self.inbound
-            and self.identity_address in [r.lower() for r in envelope.rcpt_tos]
-        ):
+        if self.forward_to and self.inbound and self.identity_address in [r.lower() for r in envelope.rcpt_tos]:
             # The mailbox's forwarder: resend the message as it arrived, to the tracking address.
             await aiosmtplib.send(
                 envelope.original_content or b"",
@@ -73,8 +69,9 @@ class CompanyMail:
         return codes
 
 
-async def start_company_mail(ca: TestCA, *, password: str = APP_PASSWORD, username: str = COMPANY_ADDRESS,
-                             submission_security: str = "starttls") -> CompanyMail:
+async def start_company_mail(
+    ca: TestCA, *, password: str = APP_PASSWORD, username: str = COMPANY_ADDRESS, submission_security: str = "starttls"
+) -> CompanyMail:
     box = Mailbox()
     submission = await start_smtp_server(
         mailbox=box, security=submission_security, tls_context=ca.server_context(), auth={username: password}

@@ -44,6 +44,7 @@ def pytest_configure(config: pytest.Config) -> None:
     root.setLevel(logging.DEBUG)
     quiet_libraries()  # as the runtime does; also keeps the test mail servers from logging AUTH lines
 
+
 # Every Web API method the app called during this run: tests/test_zz_scopes.py checks them against the manifest.
 SEEN_METHODS: set[str] = set()
 
@@ -153,6 +154,13 @@ class Bot:
         assert ack.status == 200, ack
         call = await self.fake.wait_for("views.open", after=mark)
         assert call.ok, call.response
+        return call.response["view"]
+
+    async def loaded_form(self, mark: int, callback_id: str) -> dict[str, Any]:
+        """Modals that need data open with "Loading…" and are then filled in: the filled view."""
+        call = await self.fake.wait_for(
+            "views.update", lambda c: c.ok and c.response["view"].get("callback_id") == callback_id, after=mark
+        )
         return call.response["view"]
 
     async def fill_platform_form(self, view_id: str, **fields: str) -> None:

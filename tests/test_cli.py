@@ -16,8 +16,15 @@ from models import Database, GatewayCredential, Identity
 def cli(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
     clean = {k: v for k, v in os.environ.items() if not k.startswith("SLACK_")}
     clean.update({"DATA_DIR": str(tmp_path / "data"), "LOG_LEVEL": "WARNING"}, **env)
-    return subprocess.run([sys.executable, "-m", "bot", *args], cwd=tmp_path, env=clean, capture_output=True,
-                          text=True, timeout=120, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "bot", *args],
+        cwd=tmp_path,
+        env=clean,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
 
 
 async def test_db_upgrade_then_credentials_issue_prints_them_once_and_stores_a_hash(tmp_path: Path) -> None:
@@ -26,9 +33,18 @@ async def test_db_upgrade_then_credentials_issue_prints_them_once_and_stores_a_h
     assert done.returncode == 0, done.stderr
     db = Database(url)
     async with db.transaction() as session:
-        session.add(Identity(team_id="T", kind="platform", display_name="Lea", company_name="N",
-                             address="lea@mail.example.com", forwarding_address="l@n.example.com",
-                             notices_channel="C", created_by="U"))
+        session.add(
+            Identity(
+                team_id="T",
+                kind="platform",
+                display_name="Lea",
+                company_name="N",
+                address="lea@mail.example.com",
+                forwarding_address="l@n.example.com",
+                notices_channel="C",
+                created_by="U",
+            )
+        )
     issued = await asyncio.to_thread(cli, tmp_path, "credentials", "issue", "LEA@mail.example.com", DATABASE_URL=url)
     assert issued.returncode == 0, issued.stderr
     lines = issued.stdout.strip().splitlines()
@@ -41,8 +57,7 @@ async def test_db_upgrade_then_credentials_issue_prints_them_once_and_stores_a_h
 
     revoked = await asyncio.to_thread(cli, tmp_path, "credentials", "revoke", username, DATABASE_URL=url)
     assert revoked.returncode == 0 and "revoked" in revoked.stdout
-    unknown = await asyncio.to_thread(cli, tmp_path, "credentials", "issue", "nobody@x.example.com",
-                                      DATABASE_URL=url)
+    unknown = await asyncio.to_thread(cli, tmp_path, "credentials", "issue", "nobody@x.example.com", DATABASE_URL=url)
     assert unknown.returncode == 1 and "nobody@x.example.com" in unknown.stderr
     await db.dispose()
 

@@ -9,9 +9,7 @@ from tests.conftest import LEAD, PLATFORM_DOMAIN, Bot
 
 async def create_identity(bot: Bot, name: str, local: str, **fields: str) -> None:
     view = await bot.open_new_identity_form()
-    await bot.fill_platform_form(
-        view["id"], display_name=name, address=f"{local}@{PLATFORM_DOMAIN}", **fields
-    )
+    await bot.fill_platform_form(view["id"], display_name=name, address=f"{local}@{PLATFORM_DOMAIN}", **fields)
     ack = await bot.slack.submit(view["id"])
     assert ack.body["response_action"] == "update", ack.body
 

@@ -115,7 +115,10 @@ async def test_company_identity_tested_saved_and_announced(cbot: Bot, company: C
         assert identity is not None
         assert identity.kind == "company" and identity.address == COMPANY_ADDRESS
         assert (identity.smtp_host, identity.smtp_port, identity.smtp_security) == (
-            "127.0.0.1", company.submission.port, "starttls")
+            "127.0.0.1",
+            company.submission.port,
+            "starttls",
+        )
         assert identity.smtp_username == COMPANY_ADDRESS, "username defaults to the address"
         assert identity.smtp_password_encrypted and APP_PASSWORD not in identity.smtp_password_encrypted
         assert bot.runtime.services.identities.secrets.decrypt(identity.smtp_password_encrypted) == APP_PASSWORD
@@ -176,8 +179,9 @@ async def test_failed_setup_test_explains_the_fix(
 
 async def test_starttls_against_an_implicit_tls_port(sbot: Bot, mail_ca: TestCA) -> None:
     bot = sbot
-    implicit = await start_smtp_server(security="ssl", tls_context=mail_ca.server_context(),
-                                       auth={COMPANY_ADDRESS: APP_PASSWORD})
+    implicit = await start_smtp_server(
+        security="ssl", tls_context=mail_ca.server_context(), auth={COMPANY_ADDRESS: APP_PASSWORD}
+    )
     try:
         view_id = await open_company_form(bot)
         fill_company(bot, view_id, CompanyMail(mailbox=None, submission=implicit, mx=implicit))  # type: ignore[arg-type]
@@ -191,8 +195,9 @@ async def test_self_signed_certificate_closed_port_and_silent_server(
     sbot: Bot, untrusted_ca: TestCA, company: CompanyMail
 ) -> None:
     bot = sbot
-    untrusted = await start_smtp_server(security="starttls", tls_context=untrusted_ca.server_context(),
-                                        auth={COMPANY_ADDRESS: APP_PASSWORD})
+    untrusted = await start_smtp_server(
+        security="starttls", tls_context=untrusted_ca.server_context(), auth={COMPANY_ADDRESS: APP_PASSWORD}
+    )
     silent = await start_silent_server()
     try:
         view_id = await open_company_form(bot)
@@ -210,8 +215,12 @@ async def test_self_signed_certificate_closed_port_and_silent_server(
 
 async def test_mail_from_refused_names_the_address(sbot: Bot, mail_ca: TestCA) -> None:
     bot = sbot
-    strict = await start_smtp_server(security="starttls", tls_context=mail_ca.server_context(),
-                                     auth={COMPANY_ADDRESS: APP_PASSWORD}, refuse_mail_from={COMPANY_ADDRESS})
+    strict = await start_smtp_server(
+        security="starttls",
+        tls_context=mail_ca.server_context(),
+        auth={COMPANY_ADDRESS: APP_PASSWORD},
+        refuse_mail_from={COMPANY_ADDRESS},
+    )
     try:
         view_id = await open_company_form(bot)
         fill_company(bot, view_id, CompanyMail(mailbox=None, submission=strict, mx=strict))  # type: ignore[arg-type]
@@ -271,7 +280,7 @@ async def test_edit_keeps_the_password_when_left_empty_and_retests_changed_setti
     identity = await create_company_identity(bot, company)
     mark = bot.fake.mark()
     await bot.slack.command(f"edit {COMPANY_ADDRESS}")
-    view = (await bot.fake.wait_for("views.open", after=mark)).response["view"]
+    view = await bot.loaded_form(mark, F.callback)
     assert view["title"]["text"] == "Edit email identity"
     assert APP_PASSWORD not in str(view), "a stored password is never put back into a view"
     assert block(view, F.smtp_password)["optional"] is True
@@ -288,7 +297,7 @@ async def test_edit_keeps_the_password_when_left_empty_and_retests_changed_setti
     # Changing the server needs a new passing test; a new password is stored encrypted, audited without it.
     mark = bot.fake.mark()
     await bot.slack.command(f"edit {COMPANY_ADDRESS}")
-    view = (await bot.fake.wait_for("views.open", after=mark)).response["view"]
+    view = await bot.loaded_form(mark, F.callback)
     bot.slack.type(view["id"], F.smtp_host, "localhost")
     ack = await bot.slack.submit(view["id"])
     assert ack.body["response_action"] == "errors"
@@ -297,10 +306,16 @@ async def test_edit_keeps_the_password_when_left_empty_and_retests_changed_setti
 async def test_only_the_creator_or_a_manager_may_edit(cbot: Bot, company: CompanyMail) -> None:
     bot = cbot
     await create_company_identity(bot, company)
-    n = len(bot.fake.responses)
+    mark = bot.fake.mark()
     await bot.slack.command(f"edit {COMPANY_ADDRESS}", user="U_OTHER")
-    answer = await bot.fake.wait_for_response(after=n)
-    assert "Only the identity's creator or a manager" in answer["text"]
+    refused = await bot.fake.wait_for("views.update", after=mark)
+    assert "Only the identity's creator or a manager" in str(refused.response["view"]["blocks"])
+    assert refused.response["view"].get("submit") is None, "nothing to submit"
+    # A manager may.
+    bot.runtime.managers.users.add("U_MANAGER")
+    mark = bot.fake.mark()
+    await bot.slack.command(f"edit {COMPANY_ADDRESS}", user="U_MANAGER")
+    assert (await bot.loaded_form(mark, F.callback))["title"]["text"] == "Edit email identity"
 
 
 async def test_secrets_rotate_reencrypts_under_the_new_key(tmp_path: Path, sqlite_url: str) -> None:
@@ -315,9 +330,19 @@ async def test_secrets_rotate_reencrypts_under_the_new_key(tmp_path: Path, sqlit
     db = Database(sqlite_url)
     await db.upgrade()
     async with db.transaction() as session:
-        session.add(Identity(team_id="T", kind="company", display_name="J", company_name="A", address="j@a.example.com",
-                             forwarding_address="f@a.example.com", notices_channel="C", created_by="U",
-                             smtp_password_encrypted=SecretBox([old]).encrypt(APP_PASSWORD)))
+        session.add(
+            Identity(
+                team_id="T",
+                kind="company",
+                display_name="J",
+                company_name="A",
+                address="j@a.example.com",
+                forwarding_address="f@a.example.com",
+                notices_channel="C",
+                created_by="U",
+                smtp_password_encrypted=SecretBox([old]).encrypt(APP_PASSWORD),
+            )
+        )
     env = {"DATABASE_URL": sqlite_url, "DATA_DIR": str(tmp_path / "d"), "SECRET_KEYS": f"{new},{old}"}
     assert await rotate_secrets(load_settings(env, require_slack=False)) == 1
     async with db.session() as session:

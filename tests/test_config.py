@@ -35,9 +35,7 @@ def test_run_without_a_bot_token_exits_2_naming_it(tmp_path: Path) -> None:
 
 
 def test_a_malformed_setting_is_named(tmp_path: Path) -> None:
-    result = run_cli(
-        tmp_path, "run", SLACK_BOT_TOKEN="xoxb-1", SLACK_SIGNING_SECRET="s", INBOUND_SMTP="nonsense"
-    )
+    result = run_cli(tmp_path, "run", SLACK_BOT_TOKEN="xoxb-1", SLACK_SIGNING_SECRET="s", INBOUND_SMTP="nonsense")
     assert result.returncode == 2
     assert "INBOUND_SMTP" in result.stderr and len(result.stderr.strip().splitlines()) == 1
 
@@ -83,9 +81,7 @@ def test_socket_mode_needs_no_signing_secret() -> None:
 
 
 def test_relay_url_is_parsed_without_losing_the_password() -> None:
-    s = load_settings(
-        {**BASE, "RELAY_SMTP_URL": "smtp://user%40x:p%3Ass@relay.example.com:2525?security=none"}
-    )
+    s = load_settings({**BASE, "RELAY_SMTP_URL": "smtp://user%40x:p%3Ass@relay.example.com:2525?security=none"})
     assert s.relay is not None
     assert (s.relay.host, s.relay.port, s.relay.security) == ("relay.example.com", 2525, "none")
     assert (s.relay.username, s.relay.password) == ("user@x", "p:ss")

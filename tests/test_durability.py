@@ -47,10 +47,28 @@ RECOVERED_LINE = "left from before the restart"
 # Every setting the bot reads: unset ones are passed empty so neither the caller's environment nor a .env file
 # (load_dotenv never overrides a variable that is present) can change what the bot under test does.
 CONFIG_VARIABLES = (
-    "SLACK_BOT_TOKEN", "SLACK_SIGNING_SECRET", "SLACK_APP_TOKEN", "SLACK_API_URL", "HOST", "PORT", "DATABASE_URL",
-    "DATA_DIR", "SECRET_KEYS", "PLATFORM_DOMAIN", "TRACKING_DOMAIN", "INBOUND_SMTP", "SUBMISSION_SMTP",
-    "RELAY_SMTP_URL", "APPROVALS_CHANNEL", "MANAGERS", "SMTP_ALLOW_PRIVATE_HOSTS", "SMTP_ALLOWED_PORTS",
-    "SSL_CERT_FILE", "TRACKING_TIMEOUT", "SMTP_TIMEOUT", "LOG_LEVEL",
+    "SLACK_BOT_TOKEN",
+    "SLACK_SIGNING_SECRET",
+    "SLACK_APP_TOKEN",
+    "SLACK_API_URL",
+    "HOST",
+    "PORT",
+    "DATABASE_URL",
+    "DATA_DIR",
+    "SECRET_KEYS",
+    "PLATFORM_DOMAIN",
+    "TRACKING_DOMAIN",
+    "INBOUND_SMTP",
+    "SUBMISSION_SMTP",
+    "RELAY_SMTP_URL",
+    "APPROVALS_CHANNEL",
+    "MANAGERS",
+    "SMTP_ALLOW_PRIVATE_HOSTS",
+    "SMTP_ALLOWED_PORTS",
+    "SSL_CERT_FILE",
+    "TRACKING_TIMEOUT",
+    "SMTP_TIMEOUT",
+    "LOG_LEVEL",
 )
 
 
@@ -92,10 +110,17 @@ class BotProcess:
         self.lines.append(f"----- start #{sum(line.startswith('----- start') for line in self.lines) + 1} -----")
         self._eof = False
         self.proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "bot", "run",
-            env=self.env, cwd=self.cwd,
-            stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-            limit=1 << 20, preexec_fn=_die_with_parent,
+            sys.executable,
+            "-m",
+            "bot",
+            "run",
+            env=self.env,
+            cwd=self.cwd,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+            limit=1 << 20,
+            preexec_fn=_die_with_parent,
         )
         self._reader = asyncio.create_task(self._read(self.proc))
         await self.wait_for_line(READY_LINE, timeout=START_TIMEOUT)
@@ -194,9 +219,7 @@ Spawn = Callable[..., Awaitable[BotProcess]]
 
 
 @pytest.fixture
-async def spawn(
-    tmp_path: Path, fake_slack: FakeSlack, mail_ca: TestCA
-) -> AsyncIterator[Spawn]:
+async def spawn(tmp_path: Path, fake_slack: FakeSlack, mail_ca: TestCA) -> AsyncIterator[Spawn]:
     """`await spawn(database_url, **env)` starts a bot process; all are SIGKILLed at the end, whatever happened."""
     started: list[BotProcess] = []
 
@@ -449,7 +472,11 @@ async def sigkill_while_processing_is_busy(
 
 
 async def test_a_copy_accepted_right_before_a_sigkill_is_processed_on_restart(
-    tmp_path: Path, database_url: str, company: CompanyMail, relay: GatedRelay, spawn: Spawn,
+    tmp_path: Path,
+    database_url: str,
+    company: CompanyMail,
+    relay: GatedRelay,
+    spawn: Spawn,
     db_of: Callable[[], Database],
 ) -> None:
     bot = await spawn(database_url, RELAY_SMTP_URL=relay.url)
@@ -477,7 +504,11 @@ async def test_a_copy_accepted_right_before_a_sigkill_is_processed_on_restart(
 
 
 async def test_leads_whose_forwarding_a_sigkill_cut_short_are_forwarded_once_after_restart(
-    tmp_path: Path, database_url: str, company: CompanyMail, relay: GatedRelay, spawn: Spawn,
+    tmp_path: Path,
+    database_url: str,
+    company: CompanyMail,
+    relay: GatedRelay,
+    spawn: Spawn,
     db_of: Callable[[], Database],
 ) -> None:
     """The processing of the leads was under way (forward in flight) when the bot died: the restart takes over."""
@@ -597,7 +628,10 @@ async def swaks(*args: str) -> tuple[int, str]:
     path = shutil.which("swaks")
     assert path is not None
     proc = await asyncio.create_subprocess_exec(
-        path, *args, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+        path,
+        *args,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
     )
     try:
@@ -615,11 +649,22 @@ async def test_swaks_delivers_to_a_served_address_and_reports_550_for_an_unserve
     bot = sqlite_bot
     served = await platform_identity(bot, "sam")
     host, port = bot.runtime.inbound.host, bot.runtime.inbound.port
-    common = ["--server", host, "--port", str(port), "--helo", "client.example.com",
-              "--from", "pat@prospect.example", "--timeout", "10"]
+    common = [
+        "--server",
+        host,
+        "--port",
+        str(port),
+        "--helo",
+        "client.example.com",
+        "--from",
+        "pat@prospect.example",
+        "--timeout",
+        "10",
+    ]
 
-    code, output = await swaks(*common, "--to", served, "--header", "Subject: Hello from swaks",
-                               "--body", "Interested, call me.")
+    code, output = await swaks(
+        *common, "--to", served, "--header", "Subject: Hello from swaks", "--body", "Interested, call me."
+    )
     assert code == 0, output
     assert "250 2.0.0 Ok: queued" in output
     rows = await stored_for(bot, served)

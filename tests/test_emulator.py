@@ -102,13 +102,9 @@ async def slack(app: FakeApp, fake: FakeSlack) -> AsyncIterator[SlackClient]:
     await client.close()
 
 
-def modal(
-    *blocks: Any, title: str = "Identity", submit: str | None = "Save", **kwargs: Any
-) -> dict[str, Any]:
+def modal(*blocks: Any, title: str = "Identity", submit: str | None = "Save", **kwargs: Any) -> dict[str, Any]:
     """A modal view dict built with the SDK models."""
-    return View(
-        type="modal", title=title, submit=submit, close="Cancel", blocks=list(blocks), **kwargs
-    ).to_dict()
+    return View(type="modal", title=title, submit=submit, close="Cancel", blocks=list(blocks), **kwargs).to_dict()
 
 
 def text_input(block_id: str, initial: str | None = None) -> InputBlock:
@@ -172,36 +168,23 @@ async def test_view_validation(fake: FakeSlack, api: AsyncWebClient) -> None:
     assert info.value.response["error"] == "invalid_arguments"
     assert any("title" in m for m in info.value.response["response_metadata"]["messages"])
     duplicate = modal(text_input("a"), text_input("a"))
-    assert (
-        await slack_error(api.views_open(trigger_id=fake.issue_trigger_id(), view=duplicate))
-        == "invalid_arguments"
-    )
+    assert await slack_error(api.views_open(trigger_id=fake.issue_trigger_id(), view=duplicate)) == "invalid_arguments"
     no_submit = modal(text_input("a"), submit=None)
-    assert (
-        await slack_error(api.views_open(trigger_id=fake.issue_trigger_id(), view=no_submit))
-        == "invalid_arguments"
-    )
+    assert await slack_error(api.views_open(trigger_id=fake.issue_trigger_id(), view=no_submit)) == "invalid_arguments"
     metadata = {**modal(text_input("a")), "private_metadata": "m" * 3001}
-    assert (
-        await slack_error(api.views_open(trigger_id=fake.issue_trigger_id(), view=metadata))
-        == "invalid_arguments"
-    )
+    assert await slack_error(api.views_open(trigger_id=fake.issue_trigger_id(), view=metadata)) == "invalid_arguments"
 
 
 @pytest.mark.asyncio
 async def test_views_update_hash_and_push_limit(fake: FakeSlack, api: AsyncWebClient) -> None:
     opened = (await api.views_open(trigger_id=fake.issue_trigger_id(), view=modal(text_input("a"))))["view"]
-    updated = (
-        await api.views_update(view_id=opened["id"], hash=opened["hash"], view=modal(text_input("b")))
-    )["view"]
+    updated = (await api.views_update(view_id=opened["id"], hash=opened["hash"], view=modal(text_input("b"))))["view"]
     assert updated["id"] == opened["id"] and updated["hash"] != opened["hash"]
     stale = api.views_update(view_id=opened["id"], hash=opened["hash"], view=modal(text_input("c")))
     assert await slack_error(stale) == "hash_conflict"
     assert await slack_error(api.views_update(view_id="VNOPE", view=modal(text_input("c")))) == "not_found"
     for _ in range(2):
-        await api.views_push(
-            trigger_id=fake.issue_trigger_id(view_id=opened["id"]), view=modal(text_input("p"))
-        )
+        await api.views_push(trigger_id=fake.issue_trigger_id(view_id=opened["id"]), view=modal(text_input("p")))
     assert len(fake.stack(opened["id"])) == 3
     push = api.views_push(trigger_id=fake.issue_trigger_id(view_id=opened["id"]), view=modal(text_input("p")))
     assert await slack_error(push) == "push_limit_reached"
@@ -210,16 +193,12 @@ async def test_views_update_hash_and_push_limit(fake: FakeSlack, api: AsyncWebCl
 @pytest.mark.asyncio
 async def test_messages(fake: FakeSlack, api: AsyncWebClient) -> None:
     too_many = [{"type": "divider"}] * 51
-    assert (
-        await slack_error(api.chat_postMessage(channel="C1", text="x", blocks=too_many)) == "invalid_blocks"
-    )
+    assert await slack_error(api.chat_postMessage(channel="C1", text="x", blocks=too_many)) == "invalid_blocks"
     with pytest.warns(UserWarning, match="top-level `text`"):
         assert await slack_error(api.chat_postMessage(channel="C1")) == "no_text"
     bad_button = [ActionsBlock(elements=[ButtonElement(text="b", action_id="a")]).to_dict()]
     bad_button[0]["elements"][0]["text"]["text"] = "b" * 80
-    assert (
-        await slack_error(api.chat_postMessage(channel="C1", text="x", blocks=bad_button)) == "invalid_blocks"
-    )
+    assert await slack_error(api.chat_postMessage(channel="C1", text="x", blocks=bad_button)) == "invalid_blocks"
     assert fake.warnings == []
     with pytest.warns(UserWarning, match="top-level `text`"):  # the SDK warns too
         posted = await api.chat_postMessage(channel="C1", blocks=[SectionBlock(text="hello").to_dict()])
@@ -253,9 +232,7 @@ async def test_wait_for(fake: FakeSlack, api: AsyncWebClient) -> None:
     await api.auth_test()
     assert (await fake.wait_for("auth.test")).ok
     mark = fake.mark()
-    waiter = asyncio.create_task(
-        fake.wait_for("chat.postMessage", lambda c: c.args["channel"] == "C2", after=mark)
-    )
+    waiter = asyncio.create_task(fake.wait_for("chat.postMessage", lambda c: c.args["channel"] == "C2", after=mark))
     await api.chat_postMessage(channel="C1", text="not this one")
     assert not waiter.done()
     await api.chat_postMessage(channel="C2", text="this one")
@@ -323,10 +300,7 @@ async def test_submit_state_initial_typed_and_block_id_change(
     ack = await slack.submit(view_id)
     assert ack.response_action == "errors" and ack.errors == {"address#1": "bad"}
     values = app.requests[-1]["view"]["state"]["values"]
-    assert (
-        app.requests[-1]["type"] == "view_submission"
-        and app.requests[-1]["view"]["callback_id"] == "identity_new"
-    )
+    assert app.requests[-1]["type"] == "view_submission" and app.requests[-1]["view"]["callback_id"] == "identity_new"
     assert values["name"]["value"] == {"type": "plain_text_input", "value": "acme"}
     assert values["address#1"]["value"]["value"] == "a@example.com"
     assert values["kind"]["pick"]["selected_option"]["value"] == "api"
@@ -349,9 +323,7 @@ async def test_submit_state_initial_typed_and_block_id_change(
 async def test_submission_ack_update_push_and_bad_errors(
     fake: FakeSlack, api: AsyncWebClient, app: FakeApp, slack: SlackClient
 ) -> None:
-    view_id = (await api.views_open(trigger_id=fake.issue_trigger_id(), view=modal(text_input("a"))))["view"][
-        "id"
-    ]
+    view_id = (await api.views_open(trigger_id=fake.issue_trigger_id(), view=modal(text_input("a"))))["view"]["id"]
     app.reply = lambda _: web.json_response({"response_action": "update", "view": modal(text_input("b"))})
     await slack.submit(view_id)
     assert fake.views[view_id]["blocks"][0]["block_id"] == "b"
@@ -368,9 +340,7 @@ async def test_submission_ack_update_push_and_bad_errors(
 
 
 @pytest.mark.asyncio
-async def test_clicks_and_dispatch(
-    fake: FakeSlack, api: AsyncWebClient, app: FakeApp, slack: SlackClient
-) -> None:
+async def test_clicks_and_dispatch(fake: FakeSlack, api: AsyncWebClient, app: FakeApp, slack: SlackClient) -> None:
     options = [Option(text="One", value="1"), Option(text="Two", value="2")]
     dispatching = InputBlock(
         block_id="pick",
@@ -380,9 +350,7 @@ async def test_clicks_and_dispatch(
     )
     buttons = ActionsBlock(block_id="row", elements=[ButtonElement(text="Go", action_id="go", value="v1")])
     view_id = (
-        await api.views_open(
-            trigger_id=fake.issue_trigger_id(), view=modal(text_input("plain"), dispatching, buttons)
-        )
+        await api.views_open(trigger_id=fake.issue_trigger_id(), view=modal(text_input("plain"), dispatching, buttons))
     )["view"]["id"]
     assert await slack.choose(view_id, "plain", "typed") is None
     assert app.requests == []
@@ -392,10 +360,7 @@ async def test_clicks_and_dispatch(
     assert app.requests[-1]["container"] == {"type": "view", "view_id": view_id}
     await slack.click_view(view_id, "go")
     sent = app.requests[-1]
-    assert (
-        sent["actions"][0]["value"] == "v1"
-        and sent["view"]["state"]["values"]["plain"]["value"]["value"] == "typed"
-    )
+    assert sent["actions"][0]["value"] == "v1" and sent["view"]["state"]["values"]["plain"]["value"]["value"] == "typed"
     # the click's trigger id targets this modal's stack
     await api.views_push(trigger_id=sent["trigger_id"], view=modal(text_input("pushed")))
     assert len(fake.stack(view_id)) == 2

@@ -75,6 +75,8 @@ async def submit(
     username: str | None = None,
     password: str | None = None,
     size: int = 0,
+    header_from: str | None = None,
+    raw: bytes | None = None,
 ) -> tuple[int, str]:
     """One message over a fresh connection: the reply that ended it (a refusal at any stage, or DATA's)."""
     client = await connect(rig.gateway.port)
@@ -83,7 +85,8 @@ async def submit(
         await client.mail(sender)
         for rcpt in rcpts:
             await client.rcpt(rcpt)
-        reply = await client.data(message_bytes(sender, rcpts[0], subject=subject, size=size))
+        body = raw or message_bytes(header_from or sender, rcpts[0], subject=subject, size=size)
+        reply = await client.data(body)
         return reply.code, reply.message
     except aiosmtplib.SMTPResponseException as exc:
         return exc.code, exc.message
@@ -208,6 +211,29 @@ async def test_sending_as_another_identity_is_refused(rig: Rig) -> None:
     code, text = await submit(rig, sender="john@acme.example.com")
     assert code == 553 and text == "5.7.1 Not authorized to send as john@acme.example.com"
     assert rig.relay.sent == []
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"From: CEO <ceo@acme.example.com>\r\nTo: x@example.com\r\nSubject: Wire money\r\n\r\nNow.\r\n",
+        b"From: jane@acme.example.com, ceo@acme.example.com\r\nTo: x@example.com\r\nSubject: Hi\r\n\r\nHi\r\n",
+        b"From: jane@acme.example.com\r\nSender: ceo@acme.example.com\r\nTo: x@example.com\r\nSubject: Hi\r\n"
+        b"\r\nHi\r\n",
+        b"To: x@example.com\r\nSubject: No author\r\n\r\nHi\r\n",
+    ],
+    ids=["other-from", "two-authors", "other-sender", "no-from"],
+)
+async def test_the_header_from_must_be_the_identity_too(rig: Rig, raw: bytes) -> None:
+    code, text = await submit(rig, raw=raw.replace(b"jane@acme.example.com", SENDER.encode()))
+    assert code == 550 and ("5.7.1" in text or "5.6.0" in text), text
+    assert rig.relay.sent == []
+    assert await sent_count(rig.db) == 0, "a refused message takes no slot"
+
+
+async def test_the_identitys_own_display_name_in_from_is_fine(rig: Rig) -> None:
+    code, _ = await submit(rig, header_from=f"Jane Doe <{SENDER.upper()}>")
+    assert code == 250 and len(rig.relay.sent) == 1
 
 
 async def test_an_unverified_identity_cannot_send(db: Database) -> None:

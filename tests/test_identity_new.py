@@ -76,9 +76,7 @@ async def test_new_identity_from_command_to_channel_message(bot: Bot) -> None:
         assert (identity.notices_channel, identity.created_by, identity.team_id) == (CHANNEL, LEAD, TEAM)
         assert identity.status == "not_verified"
         events = (await session.scalars(select(AuditEvent))).all()
-        assert [(e.action, e.actor, e.identity_id) for e in events] == [
-            ("identity.created", LEAD, identity.id)
-        ]
+        assert [(e.action, e.actor, e.identity_id) for e in events] == [("identity.created", LEAD, identity.id)]
 
 
 async def test_auto_create_adds_a_number_when_the_address_is_taken(bot: Bot) -> None:
@@ -168,15 +166,11 @@ async def test_limits_above_the_defaults_become_a_pending_request(bot: Bot) -> N
     ack = await bot.slack.submit(view["id"])
     assert ack.body["response_action"] == "update"
     assert "waiting for a manager" in str(ack.body["view"])
-    post = await bot.fake.wait_for(
-        "chat.postMessage", after=mark, predicate=lambda c: c.args["channel"] == CHANNEL
-    )
+    post = await bot.fake.wait_for("chat.postMessage", after=mark, predicate=lambda c: c.args["channel"] == CHANNEL)
     assert "Increase to 60 per hour · 250 per day requested" in str(post.args["blocks"])
     async with bot.db.session() as session:
         identity = await session.scalar(select(Identity))
-        assert (identity.hourly_limit, identity.daily_limit) == (40, 200), (
-            "runs on the defaults until approved"
-        )
+        assert (identity.hourly_limit, identity.daily_limit) == (40, 200), "runs on the defaults until approved"
         request = await session.scalar(select(LimitRequest))
         assert (request.requested_hourly, request.requested_daily, request.status) == (60, 250, "pending")
         assert request.requested_by == LEAD
@@ -220,14 +214,10 @@ async def test_post_to_a_channel_the_bot_cannot_reach_tells_the_creator(sqlite_b
     bot = sqlite_bot
     bot.fake.unreachable_channels.add("C_PRIVATE")
     view = await bot.open_new_identity_form()
-    await bot.fill_platform_form(
-        view["id"], address=f"jane.doe@{PLATFORM_DOMAIN}", notices_channel="C_PRIVATE"
-    )
+    await bot.fill_platform_form(view["id"], address=f"jane.doe@{PLATFORM_DOMAIN}", notices_channel="C_PRIVATE")
     mark = bot.fake.mark()
     ack = await bot.slack.submit(view["id"])
     assert ack.body["response_action"] == "update"
-    dm = await bot.fake.wait_for(
-        "chat.postMessage", after=mark, predicate=lambda c: c.ok and c.args["channel"] == LEAD
-    )
+    dm = await bot.fake.wait_for("chat.postMessage", after=mark, predicate=lambda c: c.ok and c.args["channel"] == LEAD)
     assert "/invite @Identity Bot" in dm.args["text"]
     assert await count(bot, Identity) == 1

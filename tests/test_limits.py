@@ -22,8 +22,9 @@ ADDRESS = f"jane.doe@{PLATFORM_DOMAIN}"
 
 @pytest.fixture
 async def lbot(tmp_path: Path, database_url: str, fake_slack: FakeSlack) -> AsyncIterator[Bot]:
-    bot = await start_bot(tmp_path, database_url, fake_slack, MANAGERS="U_MANAGER,U_MANAGER2",
-                          APPROVALS_CHANNEL=APPROVALS)
+    bot = await start_bot(
+        tmp_path, database_url, fake_slack, MANAGERS="U_MANAGER,U_MANAGER2", APPROVALS_CHANNEL=APPROVALS
+    )
     yield bot
     await bot.slack.close()
     await bot.runtime.stop()
@@ -43,7 +44,7 @@ async def create(bot: Bot, **fields: str) -> Identity:
 async def limits_modal(bot: Bot, *, user: str = LEAD) -> dict:
     mark = bot.fake.mark()
     await bot.slack.command(f"limits {ADDRESS}", user=user)
-    return (await bot.fake.wait_for("views.open", after=mark)).response["view"]
+    return await bot.loaded_form(mark, L.callback)
 
 
 async def ask(bot: Bot, hourly: str, daily: str, reason: str = "Campaign season", *, user: str = LEAD) -> dict:
@@ -133,7 +134,9 @@ async def test_a_non_manager_click_changes_nothing(lbot: Bot) -> None:
 
 async def test_a_manager_cannot_decide_their_own_request(lbot: Bot) -> None:
     bot = lbot
-    await create(bot, )
+    await create(
+        bot,
+    )
     # A manager may change any identity's limits, but not approve their own request.
     mark = bot.fake.mark()
     await ask(bot, "60", "250", user="U_MANAGER")
@@ -162,8 +165,9 @@ async def test_two_managers_at_the_same_moment_one_decision(lbot: Bot) -> None:
     async with bot.db.session() as session:
         request = await session.scalar(select(LimitRequest))
         decisions = await session.scalar(
-            select(func.count()).select_from(AuditEvent).where(AuditEvent.action.in_(["limits.approved",
-                                                                                      "limits.denied"]))
+            select(func.count())
+            .select_from(AuditEvent)
+            .where(AuditEvent.action.in_(["limits.approved", "limits.denied"]))
         )
     assert request is not None and request.status in ("approved", "denied")
     assert decisions == 1
@@ -230,8 +234,11 @@ async def test_requests_from_the_new_identity_form_reach_managers_by_dm(
             dms.add(call.args["channel"])
         assert dms == {"U_MANAGER", "U_MANAGER2"}
         # A member of the group is a manager.
-        channel_ts = [(c.response["channel"], c.response["ts"]) for c in bot.fake.calls
-                      if c.method == "chat.postMessage" and "Limit increase request" in c.args.get("text", "")]
+        channel_ts = [
+            (c.response["channel"], c.response["ts"])
+            for c in bot.fake.calls
+            if c.method == "chat.postMessage" and "Limit increase request" in c.args.get("text", "")
+        ]
         mark = bot.fake.mark()
         await bot.slack.click_message(*channel_ts[0], L.approve, user="U_MANAGER2")
         await bot.fake.wait_for("chat.update", after=mark)
@@ -250,8 +257,11 @@ async def test_show_reports_usage_and_the_next_free_slot(lbot: Bot) -> None:
     now = utcnow()
     async with bot.db.transaction() as session:
         for i in range(40):
-            session.add(SentMessage(identity_id=identity.id, sent_at=now - timedelta(minutes=59) + timedelta(seconds=i),
-                                    state="sent"))
+            session.add(
+                SentMessage(
+                    identity_id=identity.id, sent_at=now - timedelta(minutes=59) + timedelta(seconds=i), state="sent"
+                )
+            )
     n = len(bot.fake.responses)
     await bot.slack.command(f"show {ADDRESS}")
     shown = await bot.fake.wait_for_response(after=n)
@@ -259,3 +269,27 @@ async def test_show_reports_usage_and_the_next_free_slot(lbot: Bot) -> None:
     assert "Sent in the last hour:* 40 of 40" in text and "Sent in the last 24 hours:* 40 of 200" in text
     assert "hourly limit is reached; the next message can go <!date^" in text
     assert "Not run yet" in text
+
+
+async def test_a_request_slack_could_not_take_is_posted_later_and_only_once(lbot: Bot) -> None:
+    bot = lbot
+    identity = await create(bot)
+    limits = bot.runtime.services.limits
+    change = await limits.change(identity.id, "60", "250", "Q4", actor=LEAD, is_manager=False)
+    assert change.outcome == "requested" and change.request is not None
+    mark = bot.fake.mark()
+    bot.fake.inject_error("chat.postMessage", "channel_not_found", times=2)  # the request, then the notice
+    await limits.post_request(change.request.id)
+    assert [c.ok for c in bot.fake.calls[mark:] if c.method == "chat.postMessage"] == [False, False]
+    # What the background sweep does once Slack takes messages again: two sweeps at once post it once.
+    await asyncio.gather(limits.post_unposted(older_than=timedelta(0)), limits.post_unposted(older_than=timedelta(0)))
+    posted = [
+        c
+        for c in bot.fake.calls[mark:]
+        if c.ok and c.method == "chat.postMessage" and "Limit increase request" in c.args.get("text", "")
+    ]
+    assert len(posted) == 1 and posted[0].response["channel"] == APPROVALS
+    assert await limits.post_unposted(older_than=timedelta(0)) == 0
+    async with bot.db.session() as session:
+        stored = await session.get(LimitRequest, change.request.id)
+    assert stored is not None and stored.messages == [{"channel": APPROVALS, "ts": posted[0].response["ts"]}]

@@ -53,9 +53,7 @@ def scopes_missing_for(methods: set[str]) -> dict[str, str]:
     granted = set(load_manifest()["oauth_config"]["scopes"]["bot"])
     missing: dict[str, str] = {}
     for method in sorted(methods):
-        assert method in METHOD_SCOPES, (
-            f"the app called {method}: add its scope to METHOD_SCOPES and the manifest"
-        )
+        assert method in METHOD_SCOPES, f"the app called {method}: add its scope to METHOD_SCOPES and the manifest"
         scope = METHOD_SCOPES[method]
         if scope is not None and scope not in granted:
             missing[method] = scope

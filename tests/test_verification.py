@@ -17,7 +17,7 @@ from handlers.ids import Verification as V
 from models import Identity, InboundMessage, OtpChallenge, VerificationStep
 from models.base import utcnow
 from tests.companymail import FORWARDING_ADDRESS, CompanyMail, start_company_mail
-from tests.conftest import CHANNEL, PLATFORM_DOMAIN, Bot, start_bot
+from tests.conftest import CHANNEL, PLATFORM_DOMAIN, TRACKING_DOMAIN, Bot, start_bot
 from tests.mailservers import TestCA, mail_ca, start_smtp_server  # noqa: F401
 from tests.test_company_identity import create_company_identity
 
@@ -92,7 +92,7 @@ def thread_replies(bot: Bot, channel: str, ts: str) -> list[str]:
 async def enter_otp(bot: Bot, identity_id: int, code: str) -> dict:
     mark = bot.fake.mark()
     await click(bot, identity_id, V.enter_otp)
-    view = (await bot.fake.wait_for("views.open", after=mark)).response["view"]
+    view = await bot.loaded_form(mark, V.otp_callback)
     bot.slack.type(view["id"], V.otp_block, code)
     ack = await bot.slack.submit(view["id"])
     assert ack.status == 200
@@ -102,8 +102,9 @@ async def enter_otp(bot: Bot, identity_id: int, code: str) -> dict:
 async def request_otp(bot: Bot, company: CompanyMail, identity_id: int) -> str:
     before = len(company.otp_codes())
     await click(bot, identity_id, V.send_otp)
-    await company.mailbox.wait_for_delivery(lambda m: "verification code" in str(m["Subject"]) and
-                                            len(company.otp_codes()) > before)
+    await company.mailbox.wait_for_delivery(
+        lambda m: "verification code" in str(m["Subject"]) and len(company.otp_codes()) > before
+    )
     return company.otp_codes()[-1]
 
 
@@ -136,9 +137,7 @@ async def test_all_three_steps_verified_and_the_identity_becomes_ready(vbot: Bot
     mark = bot.fake.mark()
     await click(bot, identity.id, V.send_response)
     await panel_says(bot, identity.id, "Tracking Verified", after=mark)
-    ready = await bot.fake.wait_for(
-        "chat.postMessage", lambda c: "ready to use" in c.args.get("text", ""), after=mark
-    )
+    ready = await bot.fake.wait_for("chat.postMessage", lambda c: "ready to use" in c.args.get("text", ""), after=mark)
     assert ready.args["channel"] == CHANNEL
     async with bot.db.session() as session:
         stored = await session.get(Identity, identity.id)
@@ -159,8 +158,12 @@ async def test_sending_fails_with_the_diagnosis_when_the_server_refuses(
 ) -> None:
     bot = svbot
     identity = await create_company_identity(bot, company)
-    strict = await start_smtp_server(security="starttls", tls_context=mail_ca.server_context(),
-                                     auth={identity.address: "abcdwxyzefghstuv"}, refuse_mail_from={identity.address})
+    strict = await start_smtp_server(
+        security="starttls",
+        tls_context=mail_ca.server_context(),
+        auth={identity.address: "abcdwxyzefghstuv"},
+        refuse_mail_from={identity.address},
+    )
     try:
         async with bot.db.transaction() as session:
             await session.execute(update(Identity).where(Identity.id == identity.id).values(smtp_port=strict.port))
@@ -273,7 +276,7 @@ async def test_changing_settings_resets_the_steps_they_affect(vbot: Bot, company
     await panel_says(bot, identity.id, "Sending Verified", after=mark)
     mark = bot.fake.mark()
     await bot.slack.command(f"edit {identity.address}")
-    view = (await bot.fake.wait_for("views.open", after=mark)).response["view"]
+    view = await bot.loaded_form(mark, "identity-form")
     bot.slack.type(view["id"], "forwarding_address", "other-inbox@acme.example.com")
     ack = await bot.slack.submit(view["id"])
     assert ack.body["response_action"] == "update", ack.body
@@ -310,3 +313,127 @@ async def test_verify_command_posts_a_fresh_panel(vbot: Bot, company: CompanyMai
     assert "Send Test Email" in str(post.args["blocks"])
     answer = await bot.fake.wait_for_response(lambda r: "verification panel" in r.get("text", ""))
     assert CHANNEL in answer["text"]
+
+
+async def verify_all(bot: Bot, company: CompanyMail, identity: Identity) -> None:
+    mark = bot.fake.mark()
+    await click(bot, identity.id, V.send_test_email)
+    await panel_says(bot, identity.id, "Sending Verified", after=mark)
+    code = await request_otp(bot, company, identity.id)
+    assert (await enter_otp(bot, identity.id, code))["response_action"] == "update"
+    company.forward_to = identity.tracking_address
+    await click(bot, identity.id, V.send_response)
+    await bot.fake.wait_for("chat.postMessage", lambda c: "ready to use" in c.args.get("text", ""), after=mark)
+
+
+async def status_of(bot: Bot, identity_id: int) -> str:
+    async with bot.db.session() as session:
+        identity = await session.get(Identity, identity_id)
+    assert identity is not None
+    return identity.status
+
+
+async def test_a_code_sent_to_the_old_forwarding_address_does_not_verify_the_new_one(
+    svbot: Bot, company: CompanyMail
+) -> None:
+    bot = svbot
+    identity = await create_company_identity(bot, company)
+    old_code = await request_otp(bot, company, identity.id)
+    mark = bot.fake.mark()
+    await bot.slack.command(f"edit {identity.address}")
+    view = await bot.loaded_form(mark, "identity-form")
+    bot.slack.type(view["id"], "forwarding_address", "new-inbox@acme.example.com")
+    assert (await bot.slack.submit(view["id"])).body["response_action"] == "update"
+    answer = await enter_otp(bot, identity.id, old_code)
+    assert answer["response_action"] == "errors"
+    assert "forwarding address changed" in answer["errors"][V.otp_block]
+    async with bot.db.session() as session:
+        step = await session.scalar(select(VerificationStep).where(VerificationStep.step == "receiving"))
+    assert step is not None and step.status == "not_run"
+
+
+async def test_an_edit_resets_steps_even_when_slack_is_down(vbot: Bot, company: CompanyMail) -> None:
+    bot = vbot
+    identity = await create_company_identity(bot, company)
+    await verify_all(bot, company, identity)
+    assert await status_of(bot, identity.id) == "ready"
+    mark = bot.fake.mark()
+    await bot.slack.command(f"edit {identity.address}")
+    view = await bot.loaded_form(mark, "identity-form")
+    bot.slack.type(view["id"], "forwarding_address", "other-inbox@acme.example.com")
+    for method in ("chat.postMessage", "chat.update"):
+        bot.fake.inject_error(method, "fatal_error", status=500, times=20)
+    ack = await bot.slack.submit(view["id"])
+    assert ack.body["response_action"] == "update"
+    # Whatever Slack does, the identity stopped being ready with the change itself.
+    assert await status_of(bot, identity.id) == "not_verified"
+    async with bot.db.session() as session:
+        steps = {s.step: s.status for s in (await session.scalars(select(VerificationStep))).all()}
+    assert steps == {"sending": "verified", "receiving": "not_run", "tracking": "verified"}
+
+
+async def test_a_failing_rerun_makes_a_ready_identity_not_ready(
+    svbot: Bot, company: CompanyMail, mail_ca: TestCA
+) -> None:
+    bot = svbot
+    identity = await create_company_identity(bot, company)
+    await verify_all(bot, company, identity)
+    assert await status_of(bot, identity.id) == "ready"
+    strict = await start_smtp_server(
+        security="starttls",
+        tls_context=mail_ca.server_context(),
+        auth={identity.address: "abcdwxyzefghstuv"},
+        refuse_mail_from={identity.address},
+    )
+    try:
+        async with bot.db.transaction() as session:
+            await session.execute(update(Identity).where(Identity.id == identity.id).values(smtp_port=strict.port))
+        mark = bot.fake.mark()
+        await click(bot, identity.id, V.send_test_email)
+        await panel_says(bot, identity.id, "Failed", after=mark)
+        assert await status_of(bot, identity.id) == "not_verified", "the gateway must stop sending as it"
+    finally:
+        await strict.close()
+
+
+async def test_a_tracking_copy_at_another_identitys_address_proves_nothing(svbot: Bot, company: CompanyMail) -> None:
+    bot = svbot
+    identity = await create_company_identity(bot, company)
+    mark = bot.fake.mark()
+    await click(bot, identity.id, V.send_response)
+    await panel_says(bot, identity.id, "waiting for the copy", after=mark)
+    response = await company.mailbox.wait_for(lambda m: "Tracking verification" in str(m["Subject"]))
+    async with bot.db.transaction() as session:  # the copy lands at someone else's tracking address
+        stored = InboundMessage(
+            rcpt_tos=[f"cc-someone-else@{TRACKING_DOMAIN}"], raw=response.as_bytes(), size=1, dedup_key="x" * 64
+        )
+        session.add(stored)
+        await session.flush()
+        stored_id = stored.id
+    token = str(response["X-Identity-Bot-Token"])
+    await bot.runtime.services.verification.on_tokens([token], stored_id)
+    async with bot.db.session() as session:
+        step = await session.scalar(select(VerificationStep).where(VerificationStep.step == "tracking"))
+    assert step is not None and step.status == "pending"
+
+
+async def test_switching_provider_during_a_test_leaves_no_stale_result(svbot: Bot, company: CompanyMail) -> None:
+    from tests.mailservers import start_silent_server
+    from tests.test_company_identity import block, fill_company, open_company_form
+
+    bot = svbot
+    silent = await start_silent_server()
+    try:
+        view_id = await open_company_form(bot)
+        fill_company(bot, view_id, company, smtp_port=str(silent.port))
+        mark = bot.fake.mark()
+        await bot.slack.click_view(view_id, "identity-test-setup")
+        await bot.fake.wait_for("views.update", lambda c: "Testing" in str(c.response.get("view")), after=mark)
+        await bot.slack.choose(view_id, "provider", "google")
+        # The running test finishes (SMTP_TIMEOUT) against a view that changed: its result is not shown.
+        await bot.fake.wait_for("views.update", lambda c: c.error == "hash_conflict", after=mark, timeout=20)
+        result = block(bot.fake.views[view_id], "test_result")["text"]["text"]
+        assert "Not tested yet" in result
+        assert "smtp.gmail.com" in str(bot.fake.views[view_id]["blocks"])
+    finally:
+        await silent.close()

@@ -924,7 +924,8 @@ class FakeSlack:
             problems.append(f"[ERROR] private_metadata must be a string [json-pointer:{pointer}/private_metadata]")
         elif metadata is not None and len(metadata) > PRIVATE_METADATA_LIMIT:
             problems.append(
-                f"[ERROR] private_metadata longer than {PRIVATE_METADATA_LIMIT} [json-pointer:{pointer}/private_metadata]"
+                f"[ERROR] private_metadata longer than {PRIVATE_METADATA_LIMIT} "
+                f"[json-pointer:{pointer}/private_metadata]"
             )
         if not problems:
             try:

@@ -49,6 +49,18 @@ class GatewayLogin:
     username: str
 
 
+def header_addresses(message: EmailMessage, name: str) -> list[str]:
+    """Every address in every `name` header; a header that can't be parsed counts as an unknown author."""
+    found: list[str] = []
+    for value in message.get_all(name) or []:
+        addresses = getattr(value, "addresses", None)
+        if addresses is None or getattr(value, "defects", None):
+            found.append(str(value)[:100] or "(unreadable)")
+            continue
+        found.extend(a.addr_spec for a in addresses)
+    return found
+
+
 class GatewayHandler:
     """aiosmtpd handler: every reply code the gateway chooses is here."""
 
@@ -80,6 +92,12 @@ class GatewayHandler:
     @staticmethod
     def not_ready(address: str) -> str:
         return f"550 5.7.1 Identity {address} is not verified yet: run the three verification steps"
+
+    @staticmethod
+    def header_not_authorized(address: str) -> str:
+        return f"550 5.7.1 The From/Sender header may only name this identity, not {address}"
+
+    NO_FROM = "550 5.6.0 The message needs a From header naming this identity"
 
     @staticmethod
     def suppressed(address: str) -> str:
@@ -149,12 +167,19 @@ class GatewayHandler:
         if identity is None:  # cannot happen: aiosmtpd runs DATA only after a MAIL we accepted
             return self.not_authorized(mail_from)
         recipients = list(envelope.rcpt_tos)
+        message = cast(EmailMessage, BytesParser(policy=policy.default).parsebytes(_raw(envelope)))
+        # The envelope alone proves nothing to the recipient: the From (and Sender) they see must be this identity.
+        authors = header_addresses(message, "From")
+        if not authors:
+            return self.NO_FROM
+        for author in authors + header_addresses(message, "Sender"):
+            if author.lower() != identity.address.lower():
+                return self.header_not_authorized(author)
         decision = await self.limits.reserve(identity.id, recipients=len(recipients))
         if not decision.allowed:
             logger.info("gateway: %s over its %s limit of %s", identity.address, decision.limit, decision.limit_value)
             return self.over_limit(identity, decision, self.limits.clock())
         assert decision.reservation_id is not None
-        message = cast(EmailMessage, BytesParser(policy=policy.default).parsebytes(_raw(envelope)))
         try:
             await self.relay(identity, message, mail_from, recipients)
         except Exception as exc:  # noqa: BLE001 - any relay failure is temporary for the client; details stay here

@@ -20,6 +20,7 @@ from bot.services.errors import FormErrors, NotAllowed, NotFound
 from bot.services.notifier import Notifier
 from bot.services.providers import PROVIDERS
 from bot.services.secrets import SecretBox
+from bot.services.steps import reset_steps
 from bot.services.validation import (
     check_limits,
     clean_name,
@@ -28,7 +29,7 @@ from bot.services.validation import (
     normalize_address,
     parse_limit,
 )
-from models import Database, Identity, IdentityKind, LimitRequest
+from models import Database, Identity, IdentityKind, IdentityStatus, LimitRequest, StepName
 from models.base import utcnow
 from models.tables import DEFAULT_DAILY_LIMIT, DEFAULT_HOURLY_LIMIT
 
@@ -85,6 +86,8 @@ class Updated:
     changed: list[str]
     smtp_changed: bool
     forwarding_changed: bool
+    reset_steps: list[StepName] = field(default_factory=list)  # verification steps the change made void
+    reset_reason: str = ""
 
 
 class IdentityService:
@@ -486,13 +489,37 @@ class IdentityService:
             if password_changed:
                 detail["password"] = "password changed"
             audit.record(session, actor=actor, action="identity.updated", identity_id=identity.id, changes=detail)
-        smtp_fields = {"smtp_host", "smtp_port", "smtp_security", "smtp_username", "password"}
-        return Updated(
-            identity=identity,
-            changed=changed,
-            smtp_changed=bool(smtp_fields & set(changed)),
-            forwarding_changed="forwarding_address" in changed,
-        )
+            # Changed settings void the checks that proved them, in this same transaction: the identity can't
+            # stay "ready" (and keep sending through the gateway) on settings nobody verified.
+            smtp_fields = {"smtp_host", "smtp_port", "smtp_security", "smtp_username", "password"}
+            result = Updated(
+                identity=identity,
+                changed=changed,
+                smtp_changed=bool(smtp_fields & set(changed)),
+                forwarding_changed="forwarding_address" in changed,
+            )
+            reasons = []
+            if result.smtp_changed:
+                result.reset_steps += [StepName.SENDING, StepName.TRACKING]
+                reasons.append("the SMTP settings changed")
+            if result.forwarding_changed:
+                result.reset_steps.append(StepName.RECEIVING)
+                reasons.append("the response forwarding address changed")
+            if result.reset_steps:
+                result.reset_reason = " and ".join(reasons)
+                await reset_steps(
+                    session, identity.id, result.reset_steps, reason=result.reset_reason, now=identity.updated_at
+                )
+                identity.status = IdentityStatus.NOT_VERIFIED.value
+                audit.record(
+                    session,
+                    actor=actor,
+                    action="verification.reset",
+                    identity_id=identity.id,
+                    steps=[s.value for s in result.reset_steps],
+                    reason=result.reset_reason,
+                )
+        return result
 
     # ---- read ------------------------------------------------------------------------------------------
     async def get(self, identity_id: int) -> Identity:

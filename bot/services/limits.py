@@ -5,9 +5,10 @@ moment exactly one decision counts and the other is told who decided and when.""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy import select, update
 
@@ -22,6 +23,7 @@ from models.base import utcnow
 from models.tables import DEFAULT_DAILY_LIMIT, DEFAULT_HOURLY_LIMIT, MAX_DAILY_LIMIT
 
 MAX_REASON = 500
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -104,27 +106,22 @@ class LimitService:
             locked = await session.get(Identity, identity_id, with_for_update=True)
             if locked is None:
                 raise NotFound("This identity no longer exists.")
+            # Pending requests of this identity, locked: a manager deciding one at this moment either went first
+            # (it is no longer pending here) or waits for us (and is then told it was superseded).
             superseded = list(
                 (
                     await session.scalars(
-                        select(LimitRequest).where(
+                        select(LimitRequest)
+                        .where(
                             LimitRequest.identity_id == identity_id,
                             LimitRequest.status == LimitRequestStatus.PENDING.value,
                         )
+                        .with_for_update()
                     )
                 ).all()
             )
-            if superseded:
-                await session.execute(
-                    update(LimitRequest)
-                    .where(
-                        LimitRequest.id.in_([r.id for r in superseded]),
-                        LimitRequest.status == LimitRequestStatus.PENDING.value,
-                    )
-                    .values(status=LimitRequestStatus.SUPERSEDED.value, decided_at=now)
-                )
-                for r in superseded:
-                    r.status, r.decided_at = LimitRequestStatus.SUPERSEDED.value, now
+            for r in superseded:
+                r.status, r.decided_at = LimitRequestStatus.SUPERSEDED.value, now
             if self.needs_manager(locked, hourly, daily):
                 request = LimitRequest(
                     identity_id=identity_id,
@@ -176,19 +173,57 @@ class LimitService:
             await self.notifier.limits_changed(change.identity, actor)
 
     async def post_request(self, request_id: int) -> None:
-        """Post a pending request to the approvers and remember where, to update it once decided."""
-        async with self.db.session() as session:
-            request = await session.get(LimitRequest, request_id)
-        if request is None or request.status != LimitRequestStatus.PENDING.value:
-            return
-        identity = await self.identities.get(request.identity_id)
-        posted = await self.notifier.limit_request_created(identity, request)
+        """Post a pending request to the approvers once (a claim in the database), and remember where, to update it
+        once decided. If it reached nobody the claim is released, so the background sweep tries again."""
+        now = self.clock()
         async with self.db.transaction() as session:
-            await session.execute(
+            claimed = await session.execute(
                 update(LimitRequest)
-                .where(LimitRequest.id == request_id)
-                .values(messages=[{"channel": c, "ts": t} for c, t in posted])
+                .where(
+                    LimitRequest.id == request_id,
+                    LimitRequest.status == LimitRequestStatus.PENDING.value,
+                    LimitRequest.posted_at.is_(None),
+                )
+                .values(posted_at=now)
             )
+            if claimed.rowcount != 1:  # type: ignore[attr-defined]
+                return
+            request = await session.get(LimitRequest, request_id)
+        assert request is not None
+        try:
+            identity = await self.identities.get(request.identity_id)
+            posted = await self.notifier.limit_request_created(identity, request)
+        except Exception:
+            log.exception("could not post limit request %s", request_id)
+            posted = []
+        async with self.db.transaction() as session:
+            current = await session.get(LimitRequest, request_id, with_for_update=True)
+            if current is None:
+                return
+            # A decision may already have been made in one of these messages: keep what it recorded too.
+            merged = list(current.messages or []) + [
+                {"channel": c, "ts": t} for c, t in posted if {"channel": c, "ts": t} not in (current.messages or [])
+            ]
+            current.messages = merged
+            if not posted:
+                current.posted_at = None
+
+    async def post_unposted(self, *, older_than: timedelta = timedelta(minutes=1)) -> int:
+        """Post pending requests that never reached the approvers (the process died, or Slack was down)."""
+        cutoff = self.clock() - older_than
+        async with self.db.session() as session:
+            ids = (
+                await session.scalars(
+                    select(LimitRequest.id).where(
+                        LimitRequest.status == LimitRequestStatus.PENDING.value,
+                        LimitRequest.posted_at.is_(None),
+                        LimitRequest.created_at <= cutoff,
+                    )
+                )
+            ).all()
+        for request_id in ids:
+            await self.post_request(request_id)
+        return len(ids)
 
     async def get_request(self, request_id: int) -> LimitRequest:
         async with self.db.session() as session:
@@ -217,15 +252,17 @@ class LimitService:
         status = LimitRequestStatus.APPROVED.value if approve else LimitRequestStatus.DENIED.value
         identity: Identity | None = None
         async with self.db.transaction() as session:
+            # Lock order as in change(): the identity first, then its requests (no deadlock on PostgreSQL).
+            locked = await session.get(Identity, request.identity_id, with_for_update=True)
+            if locked is None:
+                raise NotFound("This identity no longer exists.")
             won = await session.execute(
                 update(LimitRequest)
                 .where(LimitRequest.id == request_id, LimitRequest.status == LimitRequestStatus.PENDING.value)
                 .values(status=status, decided_by=decider, decided_at=now)
             )
             if won.rowcount == 1:  # type: ignore[attr-defined]
-                identity = await session.get(Identity, request.identity_id, with_for_update=True)
-                if identity is None:
-                    raise NotFound("This identity no longer exists.")
+                identity = locked
                 fresh = await session.get(LimitRequest, request_id, populate_existing=True)
                 messages = list((fresh.messages if fresh else None) or [])
                 if seen_in and {"channel": seen_in[0], "ts": seen_in[1]} not in messages:

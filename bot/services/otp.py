@@ -85,9 +85,10 @@ class OtpChallenges:
             if challenge is not None:
                 await session.delete(challenge)
 
-    async def check(self, identity_id: int, typed: str) -> OtpCheck:
+    async def check(self, identity_id: int, typed: str, *, sent_to: str | None = None) -> OtpCheck:
         """Compare a typed code with the identity's open challenge. Every outcome is decided by a conditional
-        update, so two submissions at once can't both use a code or skip an attempt."""
+        update, so two submissions at once can't both use a code or skip an attempt. With `sent_to`, a code
+        that went to another (earlier) forwarding address does not count."""
         code = re.sub(r"\s+", "", typed or "")
         now = self.clock()
         async with self.db.transaction() as session:
@@ -106,11 +107,18 @@ class OtpChallenges:
                     "locked": "This code is locked after 5 wrong tries.",
                     "expired": "This code has expired.",
                     "replaced": "A newer code was sent; use that one.",
+                    "reset": "The response forwarding address changed since this code was sent.",
                 }.get(challenge.closed_reason or "", "This code no longer works.")
                 return OtpCheck(
                     False,
                     f"{reason} Click “Send Test Response Email” for a new one.",
                     locked=challenge.closed_reason == "locked",
+                )
+            if sent_to is not None and challenge.sent_to.lower() != sent_to.lower():
+                return OtpCheck(
+                    False,
+                    "This code was sent to an earlier forwarding address. "
+                    "Click “Send Test Response Email” for a new one.",
                 )
             if now >= challenge.expires_at:
                 await session.execute(

@@ -1,7 +1,9 @@
 """The three-step verification: Sending, Receiving (a one-time password) and Tracking (the CC tracking copy).
 
 Every state change is a conditional UPDATE (… WHERE status = 'pending' AND attempt = n), so a result, a late copy
-or a timeout is applied exactly once, whichever process sees it first, and survives restarts."""
+or a timeout is applied exactly once, whichever process sees it first, and survives restarts. Each change is first
+recorded in the database (with the identity's readiness, in the same transaction) and only then announced in Slack;
+announcing is best effort, so a Slack outage never loses or blocks a result."""
 
 from __future__ import annotations
 
@@ -11,7 +13,6 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import select, update
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.mail.delivery import Delivery
 from bot.mail.messages import new_token, otp_message, response_message, sending_test_message
@@ -21,13 +22,14 @@ from bot.services.errors import NotFound
 from bot.services.identities import IdentityService, Updated
 from bot.services.notifier import Notifier
 from bot.services.otp import LIFETIME, OtpChallenges, OtpCheck
-from models import Database, Identity, IdentityKind, IdentityStatus, StepName, StepStatus, VerificationStep
+from bot.services.steps import ensure_steps, refresh_readiness
+from models import Database, Identity, IdentityKind, InboundMessage, StepName, StepStatus, VerificationStep
 from models.base import utcnow
 
 log = logging.getLogger(__name__)
 
 STEP_LABELS = {StepName.SENDING: "Sending", StepName.RECEIVING: "Receiving", StepName.TRACKING: "Tracking"}
-STALE_PENDING = timedelta(minutes=2)  # a Sending/Receiving attempt still "pending" after this was interrupted
+STALE_PENDING = timedelta(minutes=2)  # a Sending attempt still "pending" after this was interrupted
 
 
 @dataclass(frozen=True)
@@ -39,6 +41,15 @@ class StepEvent:
     at: datetime
     text: str
     actor: str | None
+
+
+@dataclass(frozen=True)
+class Recorded:
+    """A step change stored in the database, waiting to be announced."""
+
+    identity_id: int
+    event: StepEvent
+    readiness: str | None  # "ready" / "not_ready" when the identity's status changed with it
 
 
 class AlreadyRunning(Exception):
@@ -70,20 +81,10 @@ class VerificationService:
     # ---- reading ---------------------------------------------------------------------------------------
     async def steps(self, identity_id: int) -> dict[str, VerificationStep]:
         async with self.db.transaction() as session:
-            await self._ensure_steps(session, identity_id)
+            await ensure_steps(session, identity_id)
         async with self.db.session() as session:
             rows = await session.scalars(select(VerificationStep).where(VerificationStep.identity_id == identity_id))
             return {row.step: row for row in rows.all()}
-
-    @staticmethod
-    async def _ensure_steps(session: AsyncSession, identity_id: int) -> None:
-        existing = set(
-            await session.scalars(select(VerificationStep.step).where(VerificationStep.identity_id == identity_id))
-        )
-        for name in StepName:
-            if name.value not in existing:
-                session.add(VerificationStep(identity_id=identity_id, step=name.value))
-        await session.flush()
 
     # ---- the panel -------------------------------------------------------------------------------------
     async def post_panel(self, identity_id: int) -> None:
@@ -107,16 +108,28 @@ class VerificationService:
             )
         identity.panel_channel, identity.panel_ts = channel, ts
 
-    async def _changed(self, identity_id: int, event: StepEvent) -> None:
-        identity = await self.identities.get(identity_id)
-        steps = await self.steps(identity_id)
-        await self.notifier.step_changed(identity, steps, event)
+    async def announce(self, recorded: Recorded | None) -> None:
+        """Tell Slack about a recorded change: panel in place, a history reply, "ready to use". Best effort: the
+        result is already stored, so a Slack failure is logged, not raised."""
+        if recorded is None:
+            return
+        try:
+            identity = await self.identities.get(recorded.identity_id)
+            steps = await self.steps(recorded.identity_id)
+            await self.notifier.step_changed(identity, steps, recorded.event)
+            if recorded.readiness == "ready":
+                await self.notifier.identity_ready(identity, steps)
+        except Exception:
+            log.exception("could not announce %s of identity %s", recorded.event.text, recorded.identity_id)
+
+    async def _progress(self, identity_id: int, step: StepName, text: str, actor: str) -> None:
+        await self.announce(Recorded(identity_id, StepEvent(step.value, "pending", self.clock(), text, actor), None))
 
     async def _start(self, identity_id: int, step: StepName, actor: str, **values: object) -> int:
-        """Mark a step pending (a new attempt). Refuses while a recent attempt of the same step is running."""
+        """Mark a step pending (a new attempt). Refuses while a recent Sending attempt is running."""
         now = self.clock()
         async with self.db.transaction() as session:
-            await self._ensure_steps(session, identity_id)
+            await ensure_steps(session, identity_id)
             row = await session.scalar(
                 select(VerificationStep)
                 .where(VerificationStep.identity_id == identity_id, VerificationStep.step == step.value)
@@ -144,6 +157,8 @@ class VerificationService:
                     **values,
                 )
             )
+            # A step being re-run is no longer verified: the identity is not ready until it passes again.
+            await refresh_readiness(session, identity_id, now)
             audit.record(
                 session,
                 actor=actor,
@@ -153,7 +168,7 @@ class VerificationService:
             )
         return attempt
 
-    async def _finish(
+    async def _record(
         self,
         identity_id: int,
         step: StepName,
@@ -164,8 +179,9 @@ class VerificationService:
         actor: str,
         token: str | None = None,
         allow_from_failed: bool = False,
-    ) -> bool:
-        """Record a step's outcome once. Returns False when another process (or a newer attempt) got there first."""
+    ) -> Recorded | None:
+        """Store a step's outcome once, with the identity's readiness. None when another process (or a newer
+        attempt, or a reset) got there first."""
         now = self.clock()
         async with self.db.transaction() as session:
             allowed = [StepStatus.PENDING.value] + ([StepStatus.FAILED.value] if allow_from_failed else [])
@@ -188,7 +204,8 @@ class VerificationService:
                 values["verified_at"] = now
             result = await session.execute(update(VerificationStep).where(*conditions).values(**values))
             if result.rowcount != 1:  # type: ignore[attr-defined]
-                return False
+                return None
+            readiness = await refresh_readiness(session, identity_id, now)
             audit.record(
                 session,
                 actor=actor,
@@ -196,29 +213,17 @@ class VerificationService:
                 identity_id=identity_id,
                 detail=detail,
             )
+            if readiness == "ready":
+                audit.record(session, actor="verification", action="identity.ready", identity_id=identity_id)
         label = STEP_LABELS[step]
         text = f"{label} Verified" if ok else f"{label} failed: {detail}"
         status = StepStatus.VERIFIED.value if ok else StepStatus.FAILED.value
-        await self._changed(identity_id, StepEvent(step.value, status, now, text, actor))
-        if ok:
-            await self._maybe_ready(identity_id)
-        return True
+        return Recorded(identity_id, StepEvent(step.value, status, now, text, actor), readiness)
 
-    async def _maybe_ready(self, identity_id: int) -> None:
-        steps = await self.steps(identity_id)
-        if not all(s.status == StepStatus.VERIFIED.value for s in steps.values()):
-            return
-        async with self.db.transaction() as session:
-            result = await session.execute(
-                update(Identity)
-                .where(Identity.id == identity_id, Identity.status != IdentityStatus.READY.value)
-                .values(status=IdentityStatus.READY.value, updated_at=self.clock())
-            )
-            if result.rowcount != 1:  # type: ignore[attr-defined]
-                return
-            audit.record(session, actor="verification", action="identity.ready", identity_id=identity_id)
-        identity = await self.identities.get(identity_id)
-        await self.notifier.identity_ready(identity, steps)
+    async def _finish(self, identity_id: int, step: StepName, **kwargs: object) -> bool:
+        recorded = await self._record(identity_id, step, **kwargs)  # type: ignore[arg-type]
+        await self.announce(recorded)
+        return recorded is not None
 
     # ---- 1. Sending ------------------------------------------------------------------------------------
     async def run_sending(self, identity_id: int, actor: str) -> None:
@@ -226,9 +231,7 @@ class VerificationService:
         identity = await self.identities.get(identity_id)
         token = new_token()
         attempt = await self._start(identity_id, StepName.SENDING, actor, token=token)
-        await self._changed(
-            identity_id, StepEvent("sending", "pending", self.clock(), "Sending: test email on its way", actor)
-        )
+        await self._progress(identity_id, StepName.SENDING, "Sending: test email on its way", actor)
         message = sending_test_message(identity.display_name, identity.address, identity.address, token)
         try:
             server = self.identities.smtp_server(identity) if identity.kind == IdentityKind.COMPANY.value else None
@@ -255,14 +258,15 @@ class VerificationService:
 
     # ---- 2. Receiving ----------------------------------------------------------------------------------
     async def send_otp(self, identity_id: int, actor: str) -> str:
-        """Email a one-time password to the forwarding address. Raises ResendTooSoon. Returns where it went."""
+        """Email a one-time password to the forwarding address. Raises ResendTooSoon.
+        Returns a sentence saying where the code went (for the person who asked)."""
         identity = await self.identities.get(identity_id)
         challenge_id, code = await self.otp.issue(identity_id, identity.forwarding_address)
         attempt = await self._start(identity_id, StepName.RECEIVING, actor)
         minutes = int(LIFETIME.total_seconds() // 60)
         message = otp_message(self.platform_sender, identity.forwarding_address, identity.address, code, minutes)
         try:
-            await self.delivery.send_from_platform(
+            route = await self.delivery.send_from_platform(
                 message, sender=self.platform_sender, recipients=[identity.forwarding_address]
             )
         except Exception as exc:
@@ -270,30 +274,42 @@ class VerificationService:
             detail = exc.diagnosis.text if isinstance(exc, SmtpFailure) else "the code could not be sent"
             if not isinstance(exc, SmtpFailure):
                 log.exception("sending the OTP for identity %s failed", identity_id)
-            await self._finish(
+            problem = f"The code could not be emailed to {identity.forwarding_address}: {detail}"
+            await self._finish(identity_id, StepName.RECEIVING, attempt=attempt, ok=False, detail=problem, actor=actor)
+            return problem
+        where = f"A one-time password was emailed to {identity.forwarding_address} ({route}); valid {minutes} minutes"
+        await self._progress(identity_id, StepName.RECEIVING, f"Receiving: {where}", actor)
+        return where
+
+    async def check_otp(self, identity_id: int, typed: str, actor: str) -> tuple[OtpCheck, Recorded | None]:
+        """Check a typed code and store the outcome. Nothing is announced yet (the modal's ack comes first):
+        pass the Recorded to announce() afterwards."""
+        identity = await self.identities.get(identity_id)
+        result = await self.otp.check(identity_id, typed, sent_to=identity.forwarding_address)
+        recorded = None
+        if result.ok:
+            recorded = await self._record(
                 identity_id,
                 StepName.RECEIVING,
-                attempt=attempt,
+                attempt=None,
+                ok=True,
+                detail="The one-time password matched.",
+                actor=actor,
+                allow_from_failed=True,
+            )
+            if recorded is None:  # the step was reset meanwhile (the forwarding address changed)
+                result = OtpCheck(
+                    False, "This code belongs to an earlier check. Click “Send Test Response Email” for a new one."
+                )
+        elif result.locked:
+            recorded = await self._record(
+                identity_id,
+                StepName.RECEIVING,
+                attempt=None,
                 ok=False,
-                detail=f"The code could not be emailed to {identity.forwarding_address}: {detail}",
+                detail="the code was locked after 5 wrong tries.",
                 actor=actor,
             )
-            return identity.forwarding_address
-        await self._changed(
-            identity_id,
-            StepEvent(
-                "receiving",
-                "pending",
-                self.clock(),
-                f"Receiving: a one-time password was emailed to {identity.forwarding_address} "
-                f"(valid {minutes} minutes)",
-                actor,
-            ),
-        )
-        return identity.forwarding_address
-
-    async def check_otp(self, identity_id: int, typed: str, actor: str) -> OtpCheck:
-        result = await self.otp.check(identity_id, typed)
         async with self.db.transaction() as session:
             audit.record(
                 session,
@@ -303,28 +319,15 @@ class VerificationService:
                 correct=result.ok,
                 locked=result.locked,
             )
-        if result.ok:
-            await self._finish(
-                identity_id,
-                StepName.RECEIVING,
-                attempt=None,
-                ok=True,
-                detail="The one-time password matched.",
-                actor=actor,
-                allow_from_failed=True,
-            )
-        elif result.locked:
-            await self._finish(
-                identity_id,
-                StepName.RECEIVING,
-                attempt=None,
-                ok=False,
-                detail="the code was locked after 5 wrong tries.",
-                actor=actor,
-            )
-        return result
+        return result, recorded
 
     # ---- 3. Tracking -----------------------------------------------------------------------------------
+    def tracking_recipient(self, identity: Identity) -> str:
+        """Where the copy must arrive: the CC tracking address, or the platform address itself."""
+        if identity.kind == IdentityKind.COMPANY.value and identity.tracking_address:
+            return identity.tracking_address
+        return identity.address
+
     async def start_tracking(self, identity_id: int, actor: str) -> None:
         """Send a reply-like response email to the identity; its copy must reach the CC tracking address."""
         identity = await self.identities.get(identity_id)
@@ -343,26 +346,26 @@ class VerificationService:
             await self._finish(identity_id, StepName.TRACKING, attempt=attempt, ok=False, detail=detail, actor=actor)
             return
         where = (
-            "the CC tracking address"
+            f"the CC tracking address {identity.tracking_address}"
             if identity.kind == IdentityKind.COMPANY.value
             else "the platform's inbound server"
         )
         minutes = max(1, round(self.tracking_timeout.total_seconds() / 60))
-        await self._changed(
+        await self._progress(
             identity_id,
-            StepEvent(
-                "tracking",
-                "pending",
-                self.clock(),
-                f"Tracking: response email sent to {identity.address} ({route}); waiting up to "
-                f"{minutes} min for its copy at {where}",
-                actor,
-            ),
+            StepName.TRACKING,
+            f"Tracking: response email sent to {identity.address} ({route}); waiting up to {minutes} min for its "
+            f"copy at {where}",
+            actor,
         )
 
     async def on_tokens(self, tokens: list[str], message_id: int) -> None:
-        """Called for stored inbound mail carrying our tokens: a tracking copy verifies its step (even a late one
-        that arrives after the step timed out, as long as no newer attempt replaced its token)."""
+        """Called for stored inbound mail carrying our tokens. A copy verifies Tracking when it reached the
+        identity's own tracking address (a copy sent to another identity's address proves nothing about this one);
+        a late copy counts too, as long as no newer attempt replaced its token."""
+        async with self.db.session() as session:
+            stored = await session.get(InboundMessage, message_id)
+            recipients = {r.lower() for r in (stored.rcpt_tos if stored else [])}
         for token in tokens:
             async with self.db.session() as session:
                 row = await session.scalar(
@@ -371,6 +374,10 @@ class VerificationService:
                     )
                 )
             if row is None:
+                continue
+            identity = await self.identities.get(row.identity_id)
+            if self.tracking_recipient(identity).lower() not in recipients:
+                log.warning("tracking token of identity %s arrived at another address; ignored", identity.id)
                 continue
             await self._finish(
                 row.identity_id,
@@ -418,59 +425,19 @@ class VerificationService:
         return fired
 
     # ---- resets ----------------------------------------------------------------------------------------
-    async def reset(self, identity_id: int, steps: list[StepName], *, actor: str, reason: str) -> None:
-        """Settings changed: the affected steps must be run again and the identity is no longer ready."""
-        if not steps:
-            return
-        now = self.clock()
-        async with self.db.transaction() as session:
-            await self._ensure_steps(session, identity_id)
-            await session.execute(
-                update(VerificationStep)
-                .where(VerificationStep.identity_id == identity_id, VerificationStep.step.in_([s.value for s in steps]))
-                .values(
-                    status=StepStatus.NOT_RUN.value,
-                    verified_at=None,
-                    finished_at=None,
-                    token=None,
-                    deadline=None,
-                    detail=reason,
-                    attempt=VerificationStep.attempt + 1,
-                    updated_at=now,
-                )
-            )
-            await session.execute(
-                update(Identity)
-                .where(Identity.id == identity_id)
-                .values(status=IdentityStatus.NOT_VERIFIED.value, updated_at=now)
-            )
-            audit.record(
-                session,
-                actor=actor,
-                action="verification.reset",
-                identity_id=identity_id,
-                steps=[s.value for s in steps],
-                reason=reason,
-            )
-        names = " and ".join(STEP_LABELS[s] for s in steps)
-        await self._changed(
-            identity_id,
-            StepEvent(
-                steps[0].value, StepStatus.NOT_RUN.value, now, f"{names} must be verified again: {reason}", actor
-            ),
-        )
-
     async def after_update(self, updated: Updated, *, actor: str) -> None:
-        """Changing SMTP settings resets Sending and Tracking; changing the forwarding address resets Receiving."""
-        steps: list[StepName] = []
-        reasons: list[str] = []
-        if updated.smtp_changed:
-            steps += [StepName.SENDING, StepName.TRACKING]
-            reasons.append("the SMTP settings changed")
-        if updated.forwarding_changed:
-            steps.append(StepName.RECEIVING)
-            reasons.append("the response forwarding address changed")
-        await self.reset(updated.identity.id, steps, actor=actor, reason=" and ".join(reasons))
+        """Announce the steps an edit reset (the reset itself happened in the edit's own transaction)."""
+        if not updated.reset_steps:
+            return
+        names = " and ".join(STEP_LABELS[s] for s in updated.reset_steps)
+        event = StepEvent(
+            updated.reset_steps[0].value,
+            StepStatus.NOT_RUN.value,
+            self.clock(),
+            f"{names} must be verified again: {updated.reset_reason}",
+            actor,
+        )
+        await self.announce(Recorded(updated.identity.id, event, None))
 
     async def identity_or_none(self, identity_id: int) -> Identity | None:
         try:

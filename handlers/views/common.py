@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from slack_sdk.models.blocks import ContextBlock, MarkdownTextObject
+from slack_sdk.models.blocks import ContextBlock, MarkdownTextObject, SectionBlock
+from slack_sdk.models.views import View
 
 from models import IdentityKind, IdentityStatus
 
@@ -33,3 +34,23 @@ def context(text: str) -> ContextBlock:
 
 def limits_text(hourly: int, daily: int) -> str:
     return f"{hourly} per hour · {daily} per day"
+
+
+def loading_view(title: str) -> View:
+    """Shown the moment a modal is asked for (a trigger id lives ~3 s); replaced once the data is loaded."""
+    return View(
+        type="modal",
+        title=title,
+        close="Close",
+        blocks=[SectionBlock(text=MarkdownTextObject(text=":hourglass_flowing_sand: Loading…"))],
+    )
+
+
+def problem_view(title: str, problem: str) -> View:
+    """A modal that can only say why it can't go on."""
+    return View(
+        type="modal",
+        title=title,
+        close="Close",
+        blocks=[SectionBlock(text=MarkdownTextObject(text=f":warning: {escape(problem)}"))],
+    )

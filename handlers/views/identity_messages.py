@@ -47,7 +47,8 @@ def identity_details(identity: Identity, request: LimitRequest | None) -> list[B
         security = SECURITY_LABELS.get(identity.smtp_security or "", identity.smtp_security or "")
         fields.append(
             MarkdownTextObject(
-                text=f"*SMTP server*\n{escape(identity.smtp_host or '')}:{identity.smtp_port} · {security.split(' (')[0]}"
+                text=f"*SMTP server*\n{escape(identity.smtp_host or '')}:{identity.smtp_port} · "
+                f"{security.split(' (')[0]}"
             )
         )
     blocks: list[Block] = [SectionBlock(fields=fields)]
@@ -127,7 +128,8 @@ def help_message(problem: str | None = None) -> Message:
             "Each one passes three verification steps before it is ready to use."
         )
     )
-    return Message(text=(f"{problem} " if problem else "") + "Identity Bot commands: new, list, help.", blocks=blocks)
+    names = ", ".join(cmd.strip("`").split(" ")[1] for cmd, _ in HELP_LINES)
+    return Message(text=(f"{problem} " if problem else "") + f"Identity Bot commands: {names}.", blocks=blocks)
 
 
 def identity_updated(identity: Identity, changed: list[str], actor: str, when: datetime) -> Message:

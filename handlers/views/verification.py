@@ -150,22 +150,24 @@ def ready_message(identity: Identity) -> Message:
     )
 
 
-def otp_form(identity: Identity, *, sent_to: str | None) -> View:
-    where = f" to *{escape(sent_to)}*" if sent_to else ""
+def otp_form(identity_id: int, identity: Identity | None = None) -> View:
+    """The OTP modal. Opened at once from the button (trigger ids expire); the identity's details follow."""
+    if identity is not None:
+        text = (
+            f"We emailed a one-time password to *{escape(identity.forwarding_address)}* for "
+            f"*{escape(identity.address)}*. Enter the 6 digits from that email. It is valid for 10 minutes."
+        )
+    else:
+        text = "Enter the 6 digits from the email with your one-time password. It is valid for 10 minutes."
     return View(
         type="modal",
         callback_id=V.otp_callback,
         title="Receiving verification",
         submit="Verify",
         close="Cancel",
-        private_metadata=str(identity.id),
+        private_metadata=str(identity_id),
         blocks=[
-            SectionBlock(
-                text=MarkdownTextObject(
-                    text=f"We emailed a one-time password{where} for *{escape(identity.address)}*. "
-                    "Enter the 6 digits from that email. It is valid for 10 minutes."
-                )
-            ),
+            SectionBlock(text=MarkdownTextObject(text=text)),
             InputBlock(
                 block_id=V.otp_block,
                 label="One-time password",
