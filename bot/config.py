@@ -228,6 +228,7 @@ def load_settings(env: Mapping[str, str] | None = None, *, require_slack: bool =
         if not re.fullmatch(r"[A-Za-z0-9.-]+", host):
             raise ConfigError("HOST", f"expected an address or host name, got {host!r}") from None
 
+    relay_url = get("RELAY_SMTP_URL")
     submission = _host_port("SUBMISSION_SMTP", get("SUBMISSION_SMTP") or "127.0.0.1:2587")
     if submission_tls is None and not _is_loopback(submission.host):
         raise ConfigError(
@@ -248,7 +249,7 @@ def load_settings(env: Mapping[str, str] | None = None, *, require_slack: bool =
         tracking_domain=tracking_domain,
         inbound_smtp=_host_port("INBOUND_SMTP", get("INBOUND_SMTP") or "127.0.0.1:2525"),
         submission_smtp=submission,
-        relay=_relay("RELAY_SMTP_URL", get("RELAY_SMTP_URL")) if get("RELAY_SMTP_URL") else None,
+        relay=_relay("RELAY_SMTP_URL", relay_url) if relay_url else None,
         approvals_channel=approvals,
         managers=_slack_id_list("MANAGERS", get("MANAGERS") or ""),
         smtp_allow_private_hosts=_bool("SMTP_ALLOW_PRIVATE_HOSTS", get("SMTP_ALLOW_PRIVATE_HOSTS") or "false"),

@@ -16,7 +16,7 @@ import aiosmtplib
 
 from bot.app import Runtime
 from bot.config import load_settings
-from bot.emulator import FakeSlack, SlackClient
+from bot.emulator import AckResponse, FakeSlack, SlackClient
 from bot.emulator.mailhost import MailHost, make_certificates
 from bot.services.credentials import GatewayCredentials
 
@@ -72,6 +72,12 @@ def render_blocks(blocks: list[dict[str, Any]], indent: str = "  ") -> str:
             )
             out.append(f"{_text(b['label'])}: [{value}]")
     return "\n".join(indent + line for chunk in out for line in chunk.splitlines())
+
+
+def ack_view(ack: AckResponse) -> dict[str, Any]:
+    """The view a modal's ack replaced it with."""
+    assert isinstance(ack.body, dict), ack
+    return dict(ack.body["view"])
 
 
 def show_view(title: str, view: dict[str, Any]) -> None:
@@ -225,7 +231,7 @@ class Demo:
         self.say("She clicks [Save changes]")
         mark = self.fake.mark()
         ack = await self.slack.submit(view["id"])
-        show_view("after saving", ack.body["view"])  # type: ignore[index]
+        show_view("after saving", ack_view(ack))
         await self.fake.wait_for("chat.postMessage", after=mark)
         self.show_posts_since(mark)
         return address
@@ -247,7 +253,7 @@ class Demo:
         view = await self.loaded(mark, "otp-form")
         self.slack.type(view["id"], "otp", code)
         ack = await self.slack.submit(view["id"], user=LEAD)
-        show_view("after Verify", ack.body["view"])  # type: ignore[index]
+        show_view("after Verify", ack_view(ack))
         await self.panel_update(address, "Receiving Verified", mark)
 
         self.say("She clicks [Send Response Email]")
@@ -288,7 +294,7 @@ class Demo:
         self.say("She clicks [Save changes]")
         mark = self.fake.mark()
         ack = await self.slack.submit(view["id"], user=LEAD)
-        show_view("after saving", ack.body["view"])  # type: ignore[index]
+        show_view("after saving", ack_view(ack))
         await self.fake.wait_for("chat.postMessage", after=mark)
         tracking = re.search(r"cc-[0-9a-f]+@[\w.-]+", str(ack.body["view"])).group(0)  # type: ignore[union-attr,index]
         self.say(f"Jane adds {tracking} as a forwarder in her mailbox, then runs the three steps")
@@ -316,7 +322,7 @@ class Demo:
         self.slack.type(view["id"], "daily_limit", "250")
         self.slack.type(view["id"], "reason", "Q4 campaign")
         ack = await self.slack.submit(view["id"], user=LEAD)
-        show_view("after Save", ack.body["view"])  # type: ignore[index]
+        show_view("after Save", ack_view(ack))
         request = await self.fake.wait_for(
             "chat.postMessage", lambda c: "Limit increase request" in c.args.get("text", ""), after=mark
         )

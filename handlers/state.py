@@ -43,7 +43,7 @@ def errors_for_view(view: dict[str, Any], errors: dict[str, str], *, fallback: s
     inputs = {b["block_id"] for b in view.get("blocks", []) if b.get("type") == "input"}
     out: dict[str, str] = {}
     for field, message in errors.items():
-        target = ids.get(field)
+        target = ids.get(field) or ""
         if target not in inputs:
             target = ids.get(fallback, fallback)
         out[target] = f"{out[target]} {message}" if target in out else message

@@ -287,9 +287,8 @@ class IdentityService:
             smtp.username,
         ):
             return False
-        return bool(stored.smtp_password_encrypted) and self.secrets.decrypt(stored.smtp_password_encrypted) == (
-            smtp.password
-        )
+        encrypted = stored.smtp_password_encrypted
+        return bool(encrypted) and self.secrets.decrypt(encrypted or "") == smtp.password
 
     # ---- test email setup ------------------------------------------------------------------------------
     async def test_setup(

@@ -35,7 +35,7 @@ from email.message import EmailMessage, MIMEPart
 from email.parser import BytesParser
 from email.utils import format_datetime, make_msgid
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, cast
 
 from sqlalchemy import func, or_, select, text, update
 from sqlalchemy.engine import make_url
@@ -259,7 +259,7 @@ def build_forward(identity: Identity, raw: bytes, inbound_id: int, *, sender: st
         "The complete message is attached. Replying to this email answers the sender directly.\n"
     )
     fwd.make_mixed()
-    fwd.attach(_original_attachment(raw))
+    fwd.attach(cast(EmailMessage, _original_attachment(raw)))
     return fwd
 
 

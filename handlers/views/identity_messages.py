@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 from datetime import datetime
 
 from slack_sdk.models.blocks import Block, HeaderBlock, MarkdownTextObject, SectionBlock
@@ -23,7 +24,7 @@ class Message:
     text: str
     blocks: list[Block]
 
-    def as_kwargs(self) -> dict[str, object]:
+    def as_kwargs(self) -> dict[str, Any]:
         return {"text": self.text, "blocks": [b.to_dict() for b in self.blocks]}
 
 
