@@ -12,6 +12,7 @@ from email.message import EmailMessage
 from aiohttp import web
 from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
 from slack_bolt.async_app import AsyncApp
+from slack_sdk.errors import SlackApiError
 from slack_sdk.http_retry.builtin_async_handlers import (
     AsyncConnectionErrorRetryHandler,
     AsyncRateLimitErrorRetryHandler,
@@ -167,8 +168,29 @@ class Runtime:
                 log.exception("background sweep failed")
             await asyncio.sleep(interval)
 
+    async def _check_tokens(self) -> None:
+        """Refuse to start with a token Slack rejects (one line naming it, exit 2) instead of retrying forever.
+        If Slack can't be reached at all, start anyway: it may be a passing network problem."""
+        rejected = {"invalid_auth", "not_authed", "account_inactive", "token_revoked", "not_allowed_token_type"}
+        checks = [("SLACK_BOT_TOKEN", self.app.client.auth_test())]
+        if self.settings.socket_mode:
+            checks.append(
+                ("SLACK_APP_TOKEN", self.app.client.apps_connections_open(app_token=self.settings.slack_app_token))
+            )
+        for variable, call in checks:
+            try:
+                await call
+            except SlackApiError as exc:
+                error = exc.response.get("error")
+                if error in rejected:
+                    raise ConfigError(variable, f"Slack refused it ({error})") from None
+                log.warning("could not check %s with Slack: %s", variable, error)
+            except Exception as exc:  # unreachable: log, and let the runtime retry as it does
+                log.warning("could not reach Slack to check %s: %s", variable, type(exc).__name__)
+
     async def start(self) -> None:
         self.build()
+        await self._check_tokens()
         await self.db.upgrade()
         s = self.settings
         await self.inbound.start(s.inbound_smtp.host, s.inbound_smtp.port)
@@ -204,7 +226,8 @@ class Runtime:
         await site.start()
         host, port = self._runner.addresses[0][:2]
         self.http_url = f"http://{host}:{port}"
-        log.info("listening on %s (POST /slack/events, GET /healthz)", self.http_url)
+        routes = "GET /healthz" if self.settings.socket_mode else "POST /slack/events, GET /healthz"
+        log.info("listening on %s (%s)", self.http_url, routes)
 
     async def _slack_events(self, request: web.Request) -> web.Response:
         bolt_response = await self.app.async_dispatch(await to_bolt_request(request))
@@ -240,18 +263,19 @@ class Runtime:
             await self._socket_handler.close_async()  # type: ignore[attr-defined]
         if self._runner is not None:
             await self._runner.cleanup()
-        await self.db.dispose()
+        if getattr(self, "db", None) is not None:
+            await self.db.dispose()
 
 
 async def serve(settings: Settings) -> None:
     """Run until SIGINT/SIGTERM."""
     runtime = Runtime(settings)
-    await runtime.start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     try:
+        await runtime.start()
         await stop.wait()
     finally:
         await runtime.stop()

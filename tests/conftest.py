@@ -22,6 +22,7 @@ from models import Database
 PG_ADMIN_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 SIGNING_SECRET = "test-signing-secret"
 BOT_TOKEN = "xoxb-test-token"
+APP_TOKEN = "xapp-test-token"  # the app-level token the fake Slack accepts for Socket Mode
 PLATFORM_DOMAIN = "platform.example.com"
 TRACKING_DOMAIN = "track.example.com"
 TEAM = "T0TEST"
@@ -176,7 +177,7 @@ class Bot:
 
 @pytest.fixture
 async def fake_slack() -> AsyncIterator[FakeSlack]:
-    fake = FakeSlack(token=BOT_TOKEN, team_id=TEAM)
+    fake = FakeSlack(token=BOT_TOKEN, team_id=TEAM, app_token=APP_TOKEN)
     await fake.start()
     for user in (LEAD, "U_OTHER", "U_MANAGER", "U_MANAGER2"):
         fake.add_user(user)
@@ -190,6 +191,8 @@ async def start_bot(tmp_path: Path, database_url: str, fake: FakeSlack, **overri
     runtime = Runtime(settings)
     await runtime.start()
     assert runtime.http_url
+    if settings.socket_mode:  # SLACK_APP_TOKEN given: requests go as envelopes over the app's websocket
+        return Bot(runtime, fake, SlackClient.socket_mode(fake, team_id=TEAM), tmp_path)
     return Bot(runtime, fake, SlackClient(runtime.http_url, SIGNING_SECRET, fake, team_id=TEAM), tmp_path)
 
 

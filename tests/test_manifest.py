@@ -17,6 +17,7 @@ LOCAL_SCHEMA = ROOT / "tests" / "data" / "manifest.schema.1.0.0.json"
 # Which bot scope each Web API method needs (https://api.slack.com/methods). None: no scope needed.
 METHOD_SCOPES: dict[str, str | None] = {
     "auth.test": None,
+    "apps.connections.open": None,  # Socket Mode: called with the app-level token (connections:write), no bot scope
     "views.open": None,
     "views.update": None,
     "views.push": None,

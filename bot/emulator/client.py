@@ -1,4 +1,9 @@
-"""Plays Slack towards the running app: signed slash commands, interactive payloads and events over real HTTP."""
+"""Plays Slack towards the running app: slash commands, interactive payloads and events.
+
+Two transports, same methods: HTTP (signed requests to ``{app_url}/slack/events``, the default) and Socket Mode
+(``SlackClient.socket_mode(fake)``: the same payloads go as envelopes over the websocket the app opened to the
+FakeSlack, and the ack comes from the app's envelope acknowledgement).
+"""
 
 from __future__ import annotations
 
@@ -9,7 +14,7 @@ import json
 import secrets
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlencode
 
 import aiohttp
@@ -25,11 +30,15 @@ from bot.emulator.slack_api import (
 VERIFICATION_TOKEN = "fake-verification-token"
 TEAM_DOMAIN = "fake-workspace"
 DEFAULT_USER = "U_LEAD"
+# Interactive payload types whose Socket Mode envelope says ``accepts_response_payload: true`` (their ack can carry
+# something Slack uses); for the others (block_actions, view_closed, shortcuts) Slack ignores an ack payload.
+RESPONSE_PAYLOAD_TYPES = frozenset({"view_submission", "block_suggestion"})
 
 
 @dataclass
 class AckResponse:
-    """The app's HTTP answer to a request Slack sent."""
+    """The app's answer to a request Slack sent: the HTTP response, or (Socket Mode) the envelope ack as status 200
+    with the ack's payload as body; 504 with body None when the app sent no ack in time."""
 
     status: int
     body: dict[str, Any] | str | None
@@ -84,26 +93,56 @@ def _find_action(
 
 
 class SlackClient:
-    """Sends what Slack would send to ``{app_url}/slack/events`` and returns the app's ack."""
+    """Sends what Slack would send to the app and returns the app's ack.
+
+    HTTP (default): signed requests to ``{app_url}/slack/events``. Socket Mode (``transport="socket"``, or
+    ``SlackClient.socket_mode(fake)``): envelopes over the websocket the app opened to ``fake``; nothing is signed.
+    """
 
     def __init__(
         self,
-        app_url: str,
-        signing_secret: str,
+        app_url: str | None,
+        signing_secret: str | None,
         fake: FakeSlack,
         team_id: str = "T0TEST",
         *,
         path: str = "/slack/events",
         ack_deadline: float = 3.0,
         request_timeout: float = 10.0,
+        transport: Literal["http", "socket"] = "http",
     ) -> None:
-        self.events_url = app_url.rstrip("/") + path
+        if transport not in ("http", "socket"):
+            raise ValueError(f"transport must be 'http' or 'socket', not {transport!r}")
+        if transport == "http" and (not app_url or not signing_secret):
+            raise ValueError("the HTTP transport needs app_url and signing_secret")
+        self.transport = transport
+        self.events_url = app_url.rstrip("/") + path if app_url else None
         self.signing_secret = signing_secret
         self.fake = fake
         self.team_id = team_id
         self.ack_deadline = ack_deadline
         self.request_timeout = request_timeout
         self._session: aiohttp.ClientSession | None = None
+
+    @classmethod
+    def socket_mode(
+        cls, fake: FakeSlack, team_id: str = "T0TEST", *, ack_deadline: float = 3.0, request_timeout: float = 10.0
+    ) -> SlackClient:
+        """A client that delivers over Socket Mode (the app must connect to ``fake`` with its app token)."""
+        return cls(
+            None,
+            None,
+            fake,
+            team_id,
+            ack_deadline=ack_deadline,
+            request_timeout=request_timeout,
+            transport="socket",
+        )
+
+    @property
+    def socket(self) -> bool:
+        """True for the Socket Mode transport."""
+        return self.transport == "socket"
 
     async def close(self) -> None:
         """Close the HTTP session."""
@@ -139,6 +178,11 @@ class SlackClient:
             "response_url": self.fake.response_url(channel=channel),
             "trigger_id": self.fake.issue_trigger_id(user=user),
         }
+        if self.socket:
+            self._unsigned(timestamp, signing_secret)
+            return await self._envelope(
+                "slash_commands", fields, accepts_response_payload=True, what=f"command {command} {text!r}"
+            )
         body = urlencode(fields).encode()
         return await self._post(
             body,
@@ -303,6 +347,16 @@ class SlackClient:
             ],
             "is_ext_shared_channel": False,
         }
+        if self.socket:
+            self._unsigned(timestamp, None)
+            return await self._envelope(
+                "events_api",
+                envelope,
+                accepts_response_payload=False,
+                what=f"event {event.get('type')}",
+                retry_attempt=0,
+                retry_reason="",
+            )
         body = json.dumps(envelope).encode()
         return await self._post(body, "application/json", what=f"event {event.get('type')}", timestamp=timestamp)
 
@@ -321,7 +375,9 @@ class SlackClient:
         return await self.event(event)
 
     async def raw(self, body: bytes, headers: dict[str, str]) -> AckResponse:
-        """Post exactly ``body`` with ``headers`` (for signature tests)."""
+        """Post exactly ``body`` with ``headers`` (for signature tests; HTTP transport only)."""
+        if self.socket:
+            raise TypeError("raw() posts HTTP requests; a Socket Mode client has no HTTP endpoint to post to")
         return await self._send(body, headers, what="raw request")
 
     # ------------------------------------------------------------------ helpers
@@ -401,6 +457,10 @@ class SlackClient:
         timestamp: int | None = None,
         signing_secret: str | None = None,
     ) -> AckResponse:
+        if self.socket:
+            self._unsigned(timestamp, signing_secret)
+            accepts = payload.get("type") in RESPONSE_PAYLOAD_TYPES
+            return await self._envelope("interactive", payload, accepts_response_payload=accepts, what=what)
         body = urlencode({"payload": json.dumps(payload)}).encode()
         return await self._post(
             body,
@@ -409,6 +469,38 @@ class SlackClient:
             timestamp=timestamp,
             signing_secret=signing_secret,
         )
+
+    @staticmethod
+    def _unsigned(timestamp: int | None, signing_secret: str | None) -> None:
+        if timestamp is not None or signing_secret is not None:
+            raise TypeError("Socket Mode deliveries are not signed: timestamp/signing_secret only apply to HTTP")
+
+    async def _envelope(
+        self,
+        kind: str,
+        payload: dict[str, Any],
+        *,
+        accepts_response_payload: bool,
+        what: str,
+        retry_attempt: int | None = None,
+        retry_reason: str | None = None,
+    ) -> AckResponse:
+        envelope = await self.fake.send_envelope(
+            kind,
+            payload,
+            accepts_response_payload=accepts_response_payload,
+            timeout=self.request_timeout,
+            retry_attempt=retry_attempt,
+            retry_reason=retry_reason,
+        )
+        if not envelope.acked:
+            self.fake.warnings.append(f"{what}: no Socket Mode ack within {self.request_timeout:g}s")
+            return AckResponse(status=504, body=None, elapsed=envelope.elapsed)
+        if envelope.elapsed > self.ack_deadline:
+            self.fake.warnings.append(
+                f"{what}: ack took {envelope.elapsed:.2f}s (Slack gives up after {self.ack_deadline:g}s)"
+            )
+        return AckResponse(status=200, body=envelope.ack_payload, elapsed=envelope.elapsed)
 
     async def _post(
         self,
@@ -424,7 +516,7 @@ class SlackClient:
             "Content-Type": content_type,
             "User-Agent": "Slackbot 1.0 (+https://api.slack.com/robots)",
             "X-Slack-Request-Timestamp": ts,
-            "X-Slack-Signature": sign(signing_secret or self.signing_secret, ts, body),
+            "X-Slack-Signature": sign(signing_secret or self.signing_secret or "", ts, body),
         }
         return await self._send(body, headers, what=what)
 
@@ -432,6 +524,7 @@ class SlackClient:
         if self._session is None:
             self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.request_timeout))
         started = time.monotonic()
+        assert self.events_url is not None
         async with self._session.post(self.events_url, data=body, headers=headers) as resp:
             raw = await resp.read()
             content_type = resp.content_type

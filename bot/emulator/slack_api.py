@@ -3,6 +3,12 @@
 The app under test talks to it through ``AsyncWebClient(token=..., base_url=fake.url)``. It answers like Slack
 (HTTP 200 JSON ``{"ok": ...}``), validates Block Kit with ``slack_sdk.models`` and enforces the rules that bite in
 production: single-use trigger ids that expire, view hashes, the 3-view stack, 50/100 block limits.
+
+Socket Mode: with ``FakeSlack(app_token="xapp-...")``, ``apps.connections.open`` called with that app-level token
+answers a single-use ``ws://`` URL served by the same aiohttp server. The fake speaks Slack's Socket Mode protocol
+there (``hello`` on connect, envelopes out, envelope acks in, ``disconnect`` messages, ping/pong), so slack_sdk's own
+socket-mode client (and Bolt's ``AsyncSocketModeHandler``) can connect; ``send_envelope`` delivers a payload to the
+connected app and returns what it acknowledged.
 """
 
 from __future__ import annotations
@@ -15,13 +21,14 @@ import logging
 import secrets
 import string
 import time
+import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Self
 from zoneinfo import ZoneInfo
 
-from aiohttp import web
+from aiohttp import WSMsgType, web
 from slack_sdk.errors import SlackObjectFormationError
 from slack_sdk.models.blocks import Block
 from slack_sdk.models.views import View
@@ -120,6 +127,37 @@ class _InjectedError:
     status: int
     retry_after: int | None
     times: int
+
+
+@dataclass
+class SocketConnection:
+    """One Socket Mode websocket the app opened (kept after it closes, for inspection)."""
+
+    id: str
+    ws: web.WebSocketResponse = field(repr=False)
+    draining: bool = False  # sent a ``disconnect`` message: no new envelopes go here
+    closed: bool = False
+    pings: list[bytes] = field(default_factory=list)  # payloads of the pings the app sent (the fake answers them)
+    pongs: list[bytes] = field(default_factory=list)  # payloads of the app's pongs to the fake's pings
+
+    @property
+    def live(self) -> bool:
+        """Open and not asked to reconnect: envelopes may be sent here."""
+        return not self.closed and not self.draining and not self.ws.closed
+
+
+@dataclass
+class Envelope:
+    """One Socket Mode envelope the fake sent, and the app's acknowledgement."""
+
+    envelope_id: str
+    type: str  # "slash_commands" | "interactive" | "events_api"
+    payload: dict[str, Any]
+    accepts_response_payload: bool
+    connection_id: str
+    acked: bool = False
+    ack_payload: dict[str, Any] | None = None
+    elapsed: float = 0.0
 
 
 class ApiError(Exception):
@@ -286,8 +324,11 @@ class FakeSlack:
         clock: Callable[[], float] = time.monotonic,
         bot_id: str = "B0BOT",
         app_id: str = "A0TEST",
+        app_token: str | None = None,
     ) -> None:
         self.token = token
+        # The app-level token apps.connections.open accepts (None: Socket Mode is off and every app token is refused).
+        self.app_token = app_token
         self.team_id = team_id
         self.bot_user_id = bot_user_id
         self.bot_id = bot_id
@@ -318,6 +359,11 @@ class FakeSlack:
         self._cond: asyncio.Condition | None = None
         self._runner: web.AppRunner | None = None
         self._base: str | None = None
+        # Socket Mode
+        self.sockets: list[SocketConnection] = []  # every connection ever opened, oldest first
+        self.envelopes: list[Envelope] = []
+        self._socket_tickets: set[str] = set()
+        self._pending_acks: dict[str, tuple[Envelope, asyncio.Future[dict[str, Any] | None]]] = {}
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -327,6 +373,7 @@ class FakeSlack:
         app = web.Application()
         app.router.add_route("*", "/api/{method}", self._handle_api)
         app.router.add_post("/response/{rid}", self._handle_response)
+        app.router.add_get("/socket/{ticket}", self._handle_socket)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, host, port)
@@ -337,7 +384,13 @@ class FakeSlack:
         self._base = f"http://{host}:{bound_port}"
 
     async def stop(self) -> None:
-        """Stop serving."""
+        """Stop serving (closes the Socket Mode connections first: aiohttp would wait for their handlers)."""
+        for conn in self.sockets:
+            if not conn.ws.closed:
+                await conn.ws.close(code=1001, message=b"server shutting down")
+        for _, future in self._pending_acks.values():
+            if not future.done():
+                future.set_result(None)
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
@@ -505,6 +558,180 @@ class FakeSlack:
         cond = self._condition()
         async with cond:
             cond.notify_all()
+
+    # ------------------------------------------------------------------ Socket Mode
+
+    def live_sockets(self) -> list[SocketConnection]:
+        """Connections envelopes may be sent over (open, not told to reconnect), oldest first."""
+        return [c for c in self.sockets if c.live]
+
+    async def wait_for_socket(self, *, after: int = 0, timeout: float = 10.0) -> SocketConnection:
+        """The first connection at index >= ``after`` of ``sockets`` that is live (has had its ``hello``)."""
+
+        def find() -> SocketConnection | None:
+            return next((c for c in self.sockets[after:] if c.live), None)
+
+        found = await self._wait(find, timeout)
+        if found is None:
+            raise AssertionError(
+                f"no Socket Mode connection (#{after} or later) within {timeout}s; connections: {self.sockets}"
+            )
+        return found
+
+    async def wait_socket_closed(self, conn: SocketConnection, *, timeout: float = 10.0) -> None:
+        """Wait until ``conn`` is closed (by either side)."""
+        if await self._wait(lambda: conn.closed or None, timeout) is None:
+            raise AssertionError(f"Socket Mode connection {conn.id} still open after {timeout}s")
+
+    async def send_envelope(
+        self,
+        kind: str,
+        payload: dict[str, Any],
+        *,
+        accepts_response_payload: bool,
+        timeout: float = 10.0,
+        retry_attempt: int | None = None,
+        retry_reason: str | None = None,
+    ) -> Envelope:
+        """Send ``payload`` to the connected app as a ``kind`` envelope and wait (at most ``timeout``) for its ack.
+
+        Waits for a live connection first (the newest one gets it). Returns the Envelope; ``acked`` is False when no
+        ack arrived in time (Bolt sends none when the app did not answer 200, e.g. no listener matched).
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            conn = self.live_sockets()[-1] if self.live_sockets() else None
+            if conn is None:
+                conn = await self.wait_for_socket(timeout=max(0.0, deadline - time.monotonic()))
+            envelope = Envelope(
+                envelope_id=str(uuid.uuid4()),
+                type=kind,
+                payload=payload,
+                accepts_response_payload=accepts_response_payload,
+                connection_id=conn.id,
+            )
+            message: dict[str, Any] = {
+                "envelope_id": envelope.envelope_id,
+                "payload": payload,
+                "type": kind,
+                "accepts_response_payload": accepts_response_payload,
+            }
+            if retry_attempt is not None:
+                message["retry_attempt"] = retry_attempt
+                message["retry_reason"] = retry_reason or ""
+            future: asyncio.Future[dict[str, Any] | None] = asyncio.get_running_loop().create_future()
+            self._pending_acks[envelope.envelope_id] = (envelope, future)
+            started = time.monotonic()
+            try:
+                await conn.ws.send_str(json.dumps(message))
+            except (ConnectionError, RuntimeError):  # closed under us: Slack would use another connection
+                self._pending_acks.pop(envelope.envelope_id, None)
+                conn.closed = True
+                if time.monotonic() >= deadline:
+                    raise
+                continue
+            self.envelopes.append(envelope)
+            break
+        try:
+            await asyncio.wait_for(asyncio.shield(future), max(0.0, deadline - time.monotonic()))
+        except TimeoutError:
+            pass
+        finally:
+            self._pending_acks.pop(envelope.envelope_id, None)
+        envelope.elapsed = time.monotonic() - started
+        return envelope
+
+    async def socket_disconnect(self, reason: str = "refresh_requested") -> list[SocketConnection]:
+        """Send Slack's ``disconnect`` message on every live connection (the app should open a new one and close
+        these); they get no new envelopes. ``reason``: "warning", "refresh_requested" or "link_disabled"."""
+        told = self.live_sockets()
+        for conn in told:
+            conn.draining = True
+            message = {
+                "type": "disconnect",
+                "reason": reason,
+                "debug_info": {"host": "fake-applink"},
+            }
+            await conn.ws.send_str(json.dumps(message))
+        return told
+
+    async def close_sockets(self, code: int = 1001) -> list[SocketConnection]:
+        """Close every open connection from the server side (as when Slack restarts)."""
+        closing = [c for c in self.sockets if not c.ws.closed]
+        for conn in closing:
+            conn.draining = True
+            await conn.ws.close(code=code, message=b"fake closed the connection")
+        return closing
+
+    async def ping_socket(self, data: bytes = b"fake-ping", *, timeout: float = 10.0) -> SocketConnection:
+        """Ping the newest live connection and wait for the app's pong carrying ``data``."""
+        conn = await self.wait_for_socket(after=max(0, len(self.sockets) - 1), timeout=timeout)
+        await conn.ws.ping(data)
+        if await self._wait(lambda: data in conn.pongs or None, timeout) is None:
+            raise AssertionError(f"no pong for {data!r} on {conn.id} within {timeout}s")
+        return conn
+
+    async def _handle_socket(self, request: web.Request) -> web.StreamResponse:
+        ticket = request.match_info["ticket"]
+        if ticket not in self._socket_tickets:  # each apps.connections.open URL is good for one connection
+            return web.Response(status=401, text="invalid_ticket")
+        self._socket_tickets.discard(ticket)
+        ws = web.WebSocketResponse(autoping=False)  # pings are answered below, so they can be recorded
+        await ws.prepare(request)
+        conn = SocketConnection(id=f"S{len(self.sockets) + 1}-{secrets.token_hex(3)}", ws=ws)
+        hello = {
+            "type": "hello",
+            "num_connections": len([c for c in self.sockets if not c.closed]) + 1,
+            "debug_info": {"host": "fake-applink", "build_number": 1, "approximate_connection_time": 18060},
+            "connection_info": {"app_id": self.app_id},
+        }
+        await ws.send_str(json.dumps(hello))
+        self.sockets.append(conn)
+        await self._notify()
+        try:
+            async for msg in ws:
+                if msg.type == WSMsgType.PING:
+                    conn.pings.append(msg.data)
+                    await ws.pong(msg.data)
+                elif msg.type == WSMsgType.PONG:
+                    conn.pongs.append(msg.data)
+                elif msg.type == WSMsgType.TEXT:
+                    self._on_socket_text(conn, msg.data)
+                else:
+                    self.warnings.append(f"socket {conn.id}: unexpected {msg.type.name} message")
+                await self._notify()
+        finally:
+            conn.closed = True
+            await self._notify()
+        return ws
+
+    def _on_socket_text(self, conn: SocketConnection, text: str) -> None:
+        try:
+            message = json.loads(text)
+        except ValueError:
+            self.warnings.append(f"socket {conn.id}: not JSON: {text[:200]!r}")
+            return
+        envelope_id = message.get("envelope_id") if isinstance(message, dict) else None
+        pending = self._pending_acks.get(envelope_id) if isinstance(envelope_id, str) else None
+        if pending is None:
+            self.warnings.append(
+                f"socket {conn.id}: ack for an unknown, late or already acked envelope: {text[:200]!r}"
+            )
+            return
+        envelope, future = pending
+        payload = message.get("payload")
+        if payload is not None and not isinstance(payload, dict):
+            self.warnings.append(f"socket {conn.id}: ack payload is not an object: {text[:200]!r}")
+            payload = None
+        if payload and not envelope.accepts_response_payload:
+            self.warnings.append(
+                f"socket {conn.id}: ack of a {envelope.type} envelope carries a payload Slack ignores: {payload}"
+            )
+        envelope.acked = True
+        envelope.ack_payload = payload
+        del self._pending_acks[envelope.envelope_id]
+        if not future.done():
+            future.set_result(payload)
 
     # ------------------------------------------------------------------ view state (used by SlackClient)
 
@@ -721,14 +948,20 @@ class FakeSlack:
         """Check method and token like Slack; parse JSON-encoded form fields."""
         if method not in self._handlers():
             raise ApiError("unknown_method")
-        if method == "apps.connections.open":
-            raise ApiError("not_allowed_token_type")
         auth = request.headers.get("Authorization", "")
         token = auth[len("Bearer ") :].strip() if auth.startswith("Bearer ") else None
         body_token = args.pop("token", None)
         token = token or body_token
         if not token:
             raise ApiError("not_authed")
+        if method == "apps.connections.open":  # the one method that takes an app-level token, and only that
+            if not token.startswith("xapp-"):
+                raise ApiError("not_allowed_token_type")
+            if self.app_token is None or token != self.app_token:
+                raise ApiError("invalid_auth")
+            return
+        if token.startswith("xapp-"):
+            raise ApiError("not_allowed_token_type")
         if token != self.token:
             raise ApiError("invalid_auth")
         for key in ("blocks", "view", "attachments"):
@@ -741,7 +974,7 @@ class FakeSlack:
     def _handlers(self) -> dict[str, Callable[[dict[str, Any]], dict[str, Any]]]:
         return {
             "auth.test": self._auth_test,
-            "apps.connections.open": self._auth_test,  # refused in _authenticate
+            "apps.connections.open": self._apps_connections_open,
             "views.open": self._views_open,
             "views.push": self._views_push,
             "views.update": self._views_update,
@@ -766,6 +999,12 @@ class FakeSlack:
             "bot_id": self.bot_id,
             "is_enterprise_install": False,
         }
+
+    def _apps_connections_open(self, args: dict[str, Any]) -> dict[str, Any]:
+        ticket = secrets.token_hex(12)
+        self._socket_tickets.add(ticket)
+        ws_base = "ws://" + self._require_base().split("://", 1)[1]
+        return {"url": f"{ws_base}/socket/{ticket}"}
 
     def _use_trigger(self, trigger_id: Any) -> _Trigger:
         trigger = self._triggers.get(trigger_id) if isinstance(trigger_id, str) else None
@@ -1057,4 +1296,4 @@ class FakeSlack:
         return {"users": list(group)}
 
 
-__all__ = ["ApiError", "Call", "FakeSlack", "SlackUser", "dm_channel"]
+__all__ = ["ApiError", "Call", "Envelope", "FakeSlack", "SlackUser", "SocketConnection", "dm_channel"]
