@@ -20,7 +20,7 @@ from bot.emulator import AckResponse, FakeSlack, SlackClient
 from bot.emulator.mailhost import MailHost, make_certificates
 from bot.services.credentials import GatewayCredentials
 
-TOKEN = "xoxb-demo-token"
+TOKEN = "xoxb-demo"  # the local emulator accepts it; not a real token
 SECRET = "demo-signing-secret"
 LEAD, CHANNEL = "U_LEAD", "C_SALES_OPS"
 MANAGER, APPROVALS = "U_MANAGER", "C_APPROVALS"

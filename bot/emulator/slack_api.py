@@ -316,7 +316,7 @@ class FakeSlack:
 
     def __init__(
         self,
-        token: str = "xoxb-test-token",
+        token: str = "xoxb-fake",
         team_id: str = "T0TEST",
         bot_user_id: str = "UBOT",
         trigger_ttl: float = 3.0,
