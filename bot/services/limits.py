@@ -207,6 +207,11 @@ class LimitService:
             current.messages = merged
             if not posted:
                 current.posted_at = None
+            decided_meanwhile = current.status != LimitRequestStatus.PENDING.value
+        if decided_meanwhile and posted:
+            # A manager decided in one of these messages before they were all recorded: show it in every one.
+            refreshed = await self.get_request(request_id)
+            await self.notifier.limit_request_closed(identity, refreshed)
 
     async def post_unposted(self, *, older_than: timedelta = timedelta(minutes=1)) -> int:
         """Post pending requests that never reached the approvers (the process died, or Slack was down)."""
