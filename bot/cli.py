@@ -6,7 +6,7 @@ import argparse
 import asyncio
 import sys
 
-from dotenv import load_dotenv
+from dotenv import find_dotenv, load_dotenv
 
 from bot.config import ConfigError, load_settings
 from bot.logs import setup_logging
@@ -37,7 +37,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    load_dotenv(override=False)
+    load_dotenv(find_dotenv(usecwd=True), override=False)  # the .env of the directory it runs in
     try:
         if args.command == "run":
             settings = load_settings()

@@ -78,3 +78,21 @@ def test_key_file_is_created_with_mode_0600(tmp_path: Path) -> None:
     assert len(keys) == 1 and path.exists()
     assert (path.stat().st_mode & 0o777) == 0o600
     assert load_or_create_keys(None, tmp_path / "data") == keys, "the same key on the next start"
+
+
+def test_settings_can_come_from_a_dotenv_file(tmp_path: Path) -> None:
+    db_file = tmp_path / "from-dotenv.db"
+    (tmp_path / ".env").write_text(f"DATABASE_URL=sqlite:///{db_file}\nLOG_LEVEL=WARNING\n")
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL",) and not k.startswith("SLACK_")}
+    env["DATA_DIR"] = str(tmp_path / "data")
+    done = subprocess.run(
+        [sys.executable, "-m", "bot", "db", "upgrade"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert db_file.exists(), "DATABASE_URL was read from .env"
