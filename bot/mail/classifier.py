@@ -29,10 +29,11 @@ from email.parser import BytesParser
 from functools import cached_property
 from typing import Protocol
 
+from bot.mail.messages import TOKEN_HEADER  # the header our verification mails carry (one definition)
+
 log = logging.getLogger(__name__)
 
 KINDS = ("verification", "bounce", "complaint", "auto_reply", "loop", "unsubscribe", "lead")
-TOKEN_HEADER = "X-Identity-Bot-Token"
 TOKEN_PATTERN = re.compile(r"IDBOT-[A-Z2-7]{26}")
 FORWARDED_HEADER = "X-Identity-Bot-Forwarded"
 

@@ -12,7 +12,6 @@ from datetime import datetime
 from sqlalchemy import func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
-from bot.mail.diagnosis import SUCCESS_PROMPT  # noqa: F401  (re-exported for handlers' tests)
 from bot.mail.messages import setup_test_message
 from bot.mail.outbound import MailSender, SetupCheck, SmtpServer
 from bot.services import audit

@@ -18,7 +18,6 @@ from bot.mail.delivery import Delivery
 from bot.mail.messages import new_token, otp_message, response_message, sending_test_message
 from bot.mail.outbound import SmtpFailure
 from bot.services import audit
-from bot.services.errors import NotFound
 from bot.services.identities import IdentityService, Updated
 from bot.services.notifier import Notifier
 from bot.services.otp import LIFETIME, OtpChallenges, OtpCheck
@@ -438,9 +437,3 @@ class VerificationService:
             actor,
         )
         await self.announce(Recorded(updated.identity.id, event, None))
-
-    async def identity_or_none(self, identity_id: int) -> Identity | None:
-        try:
-            return await self.identities.get(identity_id)
-        except NotFound:
-            return None
