@@ -297,3 +297,26 @@ async def test_a_request_slack_could_not_take_is_posted_later_and_only_once(lbot
     async with bot.db.session() as session:
         stored = await session.get(LimitRequest, change.request.id)
     assert stored is not None and stored.messages == [{"channel": APPROVALS, "ts": posted[0].response["ts"]}]
+
+
+async def test_a_decision_records_the_message_it_was_made_in(lbot: Bot) -> None:
+    # The process posting the request died before recording where it went: the message a manager decides in
+    # must still be stored, so the decision can be shown there (and later updates reach it).
+    bot = lbot
+    identity = await create(bot)
+    limits = bot.runtime.services.limits
+    change = await limits.change(identity.id, "60", "250", "Q4", actor=LEAD, is_manager=False)
+    assert change.request is not None
+    mark = bot.fake.mark()
+    await limits.post_request(change.request.id)
+    channel, ts = await approval_message(bot, after=mark)
+    async with bot.db.transaction() as session:
+        request = await session.get(LimitRequest, change.request.id)
+        assert request is not None and request.messages == [{"channel": channel, "ts": ts}]
+        request.messages = []
+    await bot.slack.click_message(channel, ts, L.approve, user="U_MANAGER")
+    await bot.fake.wait_for("chat.update", lambda c: c.args["ts"] == ts, after=mark)
+    async with bot.db.session() as session:
+        stored = await session.get(LimitRequest, change.request.id)
+    assert stored is not None and stored.status == "approved"
+    assert stored.messages == [{"channel": channel, "ts": ts}]

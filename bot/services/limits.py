@@ -269,10 +269,12 @@ class LimitService:
             if won.rowcount == 1:  # type: ignore[attr-defined]
                 identity = locked
                 fresh = await session.get(LimitRequest, request_id, populate_existing=True)
-                messages = list((fresh.messages if fresh else None) or [])
+                assert fresh is not None
+                messages = list(fresh.messages or [])
                 if seen_in and {"channel": seen_in[0], "ts": seen_in[1]} not in messages:
                     messages.append({"channel": seen_in[0], "ts": seen_in[1]})
-                request.messages = messages
+                # Assigned to the row of this session (a new list, so the JSON column is seen as changed).
+                fresh.messages = request.messages = messages
                 if approve:
                     identity.hourly_limit = request.requested_hourly
                     identity.daily_limit = min(request.requested_daily, MAX_DAILY_LIMIT)
