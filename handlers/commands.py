@@ -104,11 +104,14 @@ class IdentityCommand:
         except NotFound as exc:
             await respond(response_type="ephemeral", **problem_message(str(exc)).as_kwargs())
             return
-        await self.services.verification.post_panel(identity.id)
-        await respond(
-            response_type="ephemeral",
-            text=f"The verification panel for {identity.address} is in <#{identity.notices_channel}>.",
-        )
+        if await self.services.verification.post_panel(identity.id):
+            text = f"The verification panel for {identity.address} is in <#{identity.notices_channel}>."
+        else:
+            text = (
+                f"I could not post the verification panel for {identity.address} in <#{identity.notices_channel}>. "
+                "Invite me there (`/invite @Identity Bot`) and run the command again."
+            )
+        await respond(response_type="ephemeral", text=text)
 
     async def new(self, command: dict[str, Any], client: AsyncWebClient) -> None:
         meta = FormMeta(channel=command.get("channel_id"))

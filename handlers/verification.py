@@ -14,7 +14,7 @@ from bot.services.verification import AlreadyRunning
 from handlers.errors import tell_user
 from handlers.ids import Verification as V
 from handlers.state import read_state
-from handlers.views.verification import otp_done, otp_form
+from handlers.views.verification import code_sent_text, otp_done, otp_form
 from models import Identity
 
 
@@ -50,11 +50,11 @@ class VerificationListeners:
         await ack()
         if identity := await self._identity(body, client):
             try:
-                where = await self.services.verification.send_otp(identity.id, body["user"]["id"])
+                outcome = await self.services.verification.send_otp(identity.id, body["user"]["id"])
             except ResendTooSoon as exc:
                 await tell_user(client, body, f":hourglass_flowing_sand: {exc}")
                 return
-            await tell_user(client, body, f":envelope: {where}. Click *Enter OTP* when it arrives.")
+            await tell_user(client, body, code_sent_text(outcome))
 
     async def enter_otp(self, ack: AsyncAck, body: dict[str, Any], client: AsyncWebClient) -> None:
         """Open the modal first (the trigger id lives ~3 s), then fill in which identity and address it is for."""

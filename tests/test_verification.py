@@ -437,3 +437,41 @@ async def test_switching_provider_during_a_test_leaves_no_stale_result(svbot: Bo
         assert "smtp.gmail.com" in str(bot.fake.views[view_id]["blocks"])
     finally:
         await silent.close()
+
+
+async def test_a_code_that_could_not_be_sent_says_so_and_what_to_do(
+    tmp_path: Path, sqlite_url: str, fake_slack: FakeSlack, company: CompanyMail
+) -> None:
+    # The platform relay refuses the forwarding address: the person must hear that the code did NOT go out.
+    refusing = await start_smtp_server(refuse_rcpt={FORWARDING_ADDRESS})
+    bot = await start_bot(
+        tmp_path, sqlite_url, fake_slack, RELAY_SMTP_URL=f"smtp://{refusing.host}:{refusing.port}?security=none"
+    )
+    try:
+        identity = await create_company_identity(bot, company)
+        channel, ts = await panel_of(bot, identity.id)
+        mark = bot.fake.mark()
+        await click(bot, identity.id, V.send_otp)
+        told = await bot.fake.wait_for("chat.postEphemeral", after=mark)
+        text = told.args["text"]
+        assert "could not be emailed" in text and FORWARDING_ADDRESS in text, text
+        assert "when it arrives" not in text and "Enter OTP" not in text, text
+        assert "Send Test Response Email" in text, "the person is told what to do next"
+        await panel_says(bot, identity.id, "Failed", after=mark)
+        assert any("could not be emailed" in r for r in thread_replies(bot, channel, ts)), "a failed attempt is kept"
+    finally:
+        await bot.slack.close()
+        await bot.runtime.stop()
+        await refusing.close()
+
+
+async def test_verify_tells_the_truth_when_the_panel_could_not_be_posted(vbot: Bot, company: CompanyMail) -> None:
+    bot = vbot
+    identity = await create_company_identity(bot, company)
+    mark = bot.fake.mark()
+    bot.fake.inject_error("chat.postMessage", "channel_not_found", times=1)
+    await bot.slack.command(f"verify {identity.address}")
+    answer = await bot.fake.wait_for_response(lambda r: identity.address in r.get("text", ""))
+    assert "could not" in answer["text"] and f"<#{CHANNEL}>" in answer["text"], answer["text"]
+    assert "is in" not in answer["text"], answer["text"]
+    assert not [c for c in bot.fake.calls[mark:] if c.method == "chat.postMessage" and c.ok]

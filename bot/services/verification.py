@@ -55,6 +55,19 @@ class AlreadyRunning(Exception):
     pass
 
 
+@dataclass(frozen=True)
+class CodeSent:
+    """What became of a one-time password: emailed to `to` (by `route`), or not, and why (`problem`)."""
+
+    to: str
+    route: str | None
+    problem: str | None = None
+
+    @property
+    def sent(self) -> bool:
+        return self.problem is None
+
+
 class VerificationService:
     def __init__(
         self,
@@ -86,16 +99,19 @@ class VerificationService:
             return {row.step: row for row in rows.all()}
 
     # ---- the panel -------------------------------------------------------------------------------------
-    async def post_panel(self, identity_id: int) -> None:
-        """Post a fresh verification panel for the identity in its notices channel (`/identity verify`)."""
+    async def post_panel(self, identity_id: int) -> bool:
+        """Post a fresh verification panel for the identity in its notices channel (`/identity verify`).
+        False when Slack did not take it."""
         identity = await self.identities.get(identity_id)
         steps = await self.steps(identity_id)
         where = await self.notifier.panel_posted(identity, steps)
-        if where is not None:
-            async with self.db.transaction() as session:
-                await session.execute(
-                    update(Identity).where(Identity.id == identity_id).values(panel_channel=where[0], panel_ts=where[1])
-                )
+        if where is None:
+            return False
+        async with self.db.transaction() as session:
+            await session.execute(
+                update(Identity).where(Identity.id == identity_id).values(panel_channel=where[0], panel_ts=where[1])
+            )
+        return True
 
     async def use_panel(self, identity: Identity, channel: str, ts: str) -> None:
         """Make this panel message the one that is updated (the user just clicked in it)."""
@@ -256,9 +272,9 @@ class VerificationService:
         )
 
     # ---- 2. Receiving ----------------------------------------------------------------------------------
-    async def send_otp(self, identity_id: int, actor: str) -> str:
+    async def send_otp(self, identity_id: int, actor: str) -> CodeSent:
         """Email a one-time password to the forwarding address. Raises ResendTooSoon.
-        Returns a sentence saying where the code went (for the person who asked)."""
+        A code that could not be sent is a failed attempt of the step (in the channel too), and says why."""
         identity = await self.identities.get(identity_id)
         challenge_id, code = await self.otp.issue(identity_id, identity.forwarding_address)
         attempt = await self._start(identity_id, StepName.RECEIVING, actor)
@@ -273,12 +289,12 @@ class VerificationService:
             detail = exc.diagnosis.text if isinstance(exc, SmtpFailure) else "the code could not be sent"
             if not isinstance(exc, SmtpFailure):
                 log.exception("sending the OTP for identity %s failed", identity_id)
-            problem = f"The code could not be emailed to {identity.forwarding_address}: {detail}"
+            problem = f"the code could not be emailed to {identity.forwarding_address}: {detail}"
             await self._finish(identity_id, StepName.RECEIVING, attempt=attempt, ok=False, detail=problem, actor=actor)
-            return problem
+            return CodeSent(identity.forwarding_address, None, detail)
         where = f"A one-time password was emailed to {identity.forwarding_address} ({route}); valid {minutes} minutes"
         await self._progress(identity_id, StepName.RECEIVING, f"Receiving: {where}", actor)
-        return where
+        return CodeSent(identity.forwarding_address, route)
 
     async def check_otp(self, identity_id: int, typed: str, actor: str) -> tuple[OtpCheck, Recorded | None]:
         """Check a typed code and store the outcome. Nothing is announced yet (the modal's ack comes first):

@@ -16,7 +16,8 @@ from slack_sdk.models.blocks import (
 from slack_sdk.models.views import View
 
 from bot.services.sending_limits import LimitDecision
-from bot.services.verification import STEP_LABELS, StepEvent
+from bot.services.otp import LIFETIME
+from bot.services.verification import STEP_LABELS, CodeSent, StepEvent
 from handlers.ids import Limits as L
 from handlers.ids import Verification as V
 from handlers.views.common import context, escape, slack_date
@@ -191,4 +192,19 @@ def otp_done(identity: Identity) -> View:
                 )
             )
         ],
+    )
+
+
+def code_sent_text(outcome: CodeSent) -> str:
+    """What the person who asked for a one-time password hears: where it went, or that it did not go and why."""
+    if not outcome.sent:
+        return (
+            f":x: The code could not be emailed to {escape(outcome.to)}: {escape(outcome.problem or '')} "
+            "Fix the response forwarding address (or ask an administrator about the mail relay), then click "
+            "*Send Test Response Email* again."
+        )
+    minutes = int(LIFETIME.total_seconds() // 60)
+    return (
+        f":envelope: A one-time password was emailed to {escape(outcome.to)} ({escape(outcome.route or '')}); it is "
+        f"valid for {minutes} minutes. Click *Enter OTP* when it arrives."
     )
