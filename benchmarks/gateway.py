@@ -30,9 +30,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from sqlalchemy import delete  # noqa: E402
 
-from bot.mail.gateway import SubmissionGateway  # noqa: E402
-from bot.services.credentials import GatewayCredentials  # noqa: E402
-from bot.services.sending_limits import LimitDecision, SendingLimits  # noqa: E402
+from bot.services.gateway import GatewayCredentials, Submission  # noqa: E402
+from bot.services.gateway.window import LimitDecision, SendingLimits  # noqa: E402
+from bot.smtp.gateway import SubmissionGateway  # noqa: E402
 from models import Database, Identity, IdentityKind, IdentityStatus  # noqa: E402
 
 PER_IDENTITY = 240
@@ -151,7 +151,7 @@ async def make_jobs(db: Database, messages: int, per_connection: int) -> tuple[l
 async def measure(db: Database, *, check: bool, messages: int, connections: int, per_connection: int) -> LoadResult:
     jobs, identity_ids = await make_jobs(db, messages, per_connection)
     limits = SendingLimits(db) if check else NoLimits(db)
-    gateway = SubmissionGateway(db, GatewayCredentials(db), limits, _accept)
+    gateway = SubmissionGateway(Submission(db, GatewayCredentials(db), limits, _accept))
     await gateway.start("127.0.0.1", 0)
     try:
         loop = asyncio.get_running_loop()

@@ -1,4 +1,5 @@
-"""`identity-bot` command line: run, db upgrade, demo (and, as they land, secrets and credentials)."""
+"""`identity-bot` command line: run, db upgrade, demo, secrets, credentials. Everything it builds comes from the
+composition root (bot/app.py)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import sys
 
 from dotenv import find_dotenv, load_dotenv
 
-from bot.config import ConfigError, load_settings
+from bot.config import ConfigError, Settings, load_settings
 from bot.logs import setup_logging
 
 
@@ -35,6 +36,27 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _credentials(settings: Settings, action: str, target: str) -> int:
+    """`credentials issue <address>` prints "username: …" and "password: …" (the only time the password is shown);
+    `credentials revoke <username>` stops it working at once."""
+    from bot.app import issue_credentials, revoke_credentials
+    from bot.services.errors import NotFound
+
+    try:
+        if action == "issue":
+            issued = asyncio.run(issue_credentials(settings, target))
+            print(f"username: {issued.username}")
+            print(f"password: {issued.password}")
+        elif asyncio.run(revoke_credentials(settings, target)):
+            print(f"revoked: {target}")
+        else:
+            print(f"{target} was already revoked")
+    except NotFound as exc:
+        print(str(exc), file=sys.stderr)
+        return 1
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     load_dotenv(find_dotenv(usecwd=True), override=False)  # the .env of the directory it runs in
@@ -48,10 +70,9 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "db":
             settings = load_settings(require_slack=False)
             setup_logging(settings.log_level)
-            settings.data_dir.mkdir(parents=True, exist_ok=True)
-            from models.db import run_upgrade_blocking
+            from bot.app import upgrade_database
 
-            run_upgrade_blocking(settings.database_url)
+            asyncio.run(upgrade_database(settings))
             print("database is up to date")
         elif args.command == "secrets":
             if args.action == "generate-key":
@@ -68,17 +89,9 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "credentials":
             settings = load_settings(require_slack=False)
             setup_logging(settings.log_level)
-            settings.data_dir.mkdir(parents=True, exist_ok=True)
-            from models.db import run_upgrade_blocking
-
-            run_upgrade_blocking(settings.database_url)
-            from bot.services.credentials import issue_credentials_cli, revoke_credentials_cli
-
-            if args.action == "issue":
-                return issue_credentials_cli(settings.database_url, args.target)
-            return revoke_credentials_cli(settings.database_url, args.target)
+            return _credentials(settings, args.action, args.target)
         elif args.command == "demo":
-            from bot.demo import run_demo
+            from bot.sandbox.demo import run_demo
 
             return run_demo()
     except ConfigError as exc:

@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from bot.mail.netguard import is_loopback
+
 DEFAULT_PLATFORM_DOMAIN = "mail.connectplex.com"
 DEFAULT_SLACK_API_URL = "https://slack.com/api/"
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
@@ -88,15 +90,6 @@ def _host_port(name: str, value: str) -> HostPort:
     if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
         raise ConfigError(name, f"expected HOST:PORT, got {value!r}")
     return HostPort(host.strip("[]"), int(port))
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def _domain(name: str, value: str) -> str:
@@ -230,7 +223,7 @@ def load_settings(env: Mapping[str, str] | None = None, *, require_slack: bool =
 
     relay_url = get("RELAY_SMTP_URL")
     submission = _host_port("SUBMISSION_SMTP", get("SUBMISSION_SMTP") or "127.0.0.1:2587")
-    if submission_tls is None and not _is_loopback(submission.host):
+    if submission_tls is None and not is_loopback(submission.host):
         raise ConfigError(
             "SUBMISSION_TLS_CERT", f"the gateway listens on {submission.host}: AUTH off loopback needs TLS"
         )

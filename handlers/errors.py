@@ -11,6 +11,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from slack_bolt.async_app import AsyncAck
 from slack_bolt.kwargs_injection.async_args import AsyncArgs
 from slack_sdk.web.async_client import AsyncWebClient
 
@@ -82,3 +83,8 @@ def guarded(listener: Listener) -> Listener:
     # Not functools.wraps: Bolt would follow __wrapped__ and inject the listener's arguments instead of `args`.
     wrapper.__name__ = wrapper.__qualname__ = getattr(listener, "__qualname__", "listener")
     return wrapper
+
+
+async def ack_only(ack: AsyncAck) -> None:
+    """For "Done" modals: closing them needs nothing but the ack."""
+    await ack()

@@ -1,6 +1,8 @@
-"""Who is a manager: MANAGERS lists user IDs (U…) and user-group IDs (S…); groups are resolved through the
-Web API (usergroups.users.list) and cached briefly. A failed lookup is not cached, so one transient error does
-not lock group managers out for minutes."""
+"""The Slack side of the services' managers directory (services/policy.py).
+
+MANAGERS lists user IDs (U…) and user-group IDs (S…); groups are resolved through the Web API
+(usergroups.users.list) and cached briefly. A failed lookup is not cached, so one transient error does not lock
+group managers out for minutes."""
 
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 log = logging.getLogger(__name__)
 
 
-class ManagerDirectory:
+class SlackManagerDirectory:
     def __init__(self, client: AsyncWebClient, ids: tuple[str, ...], *, ttl: float = 300.0) -> None:
         self.client = client
         self.users = {i for i in ids if not i.startswith("S")}

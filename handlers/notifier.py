@@ -7,11 +7,12 @@ import logging
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.services.verification import StepEvent
-from handlers.managers import ManagerDirectory
-from handlers.views.identity_messages import Message, identity_updated
-from handlers.views.limits import approval_request, decision_for_requester, limits_changed
-from handlers.views.verification import identity_panel, ready_message, step_event_message
+from bot.services.notifier import StepEvent
+from bot.services.policy import ManagerDirectory
+from handlers.blocks import Message
+from handlers.identity.messages import identity_updated
+from handlers.limits.views import approval_request, decision_for_requester, limits_changed
+from handlers.verification.views import identity_panel, ready_message, step_event_message
 from models import Identity, LimitRequest, VerificationStep
 
 log = logging.getLogger(__name__)

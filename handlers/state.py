@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from handlers.ids import base_block_id
+from handlers.blocks import base_block_id
 
 
 def element_value(state: dict[str, Any]) -> Any:

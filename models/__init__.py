@@ -2,19 +2,26 @@
 
 from models.base import Base
 from models.db import Database, normalize_database_url
+from models.enums import (
+    IdentityKind,
+    IdentityStatus,
+    LimitRequestStatus,
+    MessageKind,
+    OtpCloseReason,
+    SlotState,
+    SmtpSecurity,
+    StepName,
+    StepStatus,
+    SuppressionReason,
+)
 from models.tables import (
     AuditEvent,
     GatewayCredential,
     Identity,
-    IdentityKind,
-    IdentityStatus,
     InboundMessage,
     LimitRequest,
-    LimitRequestStatus,
     OtpChallenge,
     SentMessage,
-    StepName,
-    StepStatus,
     Suppression,
     VerificationStep,
 )
@@ -36,5 +43,10 @@ __all__ = [
     "IdentityStatus",
     "LimitRequest",
     "LimitRequestStatus",
+    "MessageKind",
+    "OtpCloseReason",
+    "SlotState",
+    "SmtpSecurity",
+    "SuppressionReason",
     "normalize_database_url",
 ]

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
-import asyncio
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import event
+from sqlalchemy import event, text
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.exc import StatementError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+log = logging.getLogger(__name__)
 
 
 def normalize_database_url(url: str) -> str:
@@ -56,6 +59,16 @@ class Database:
         async with self.sessions() as session, session.begin():
             yield session
 
+    async def ping(self) -> bool:
+        """Whether the database answers (the health check). Never raises."""
+        try:
+            async with self.engine.connect() as connection:
+                await connection.execute(text("SELECT 1"))
+        except Exception:
+            log.exception("health check: database unreachable")
+            return False
+        return True
+
     async def upgrade(self) -> None:
         """Apply every pending migration (idempotent; safe to call on each start)."""
         async with self.engine.begin() as conn:
@@ -63,6 +76,24 @@ class Database:
 
     async def dispose(self) -> None:
         await self.engine.dispose()
+
+
+def dialect_insert(db: Database) -> Any:
+    """The dialect's INSERT, which has ON CONFLICT DO NOTHING on both SQLite and PostgreSQL."""
+    return sqlite.insert if db.is_sqlite else postgresql.insert
+
+
+def without_sql_parameters(error: BaseException) -> BaseException:
+    """Make SQLAlchemy errors in the chain print without their bound parameters: those can be message bodies or
+    addresses, which never go to the log. Returns the same error, for `exc_info=`."""
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, StatementError):
+            current.hide_parameters = True
+        current = current.__cause__ or current.__context__
+    return error
 
 
 def _alembic_config(connection: Connection | None = None) -> Any:
@@ -93,16 +124,3 @@ def _sqlite_immediate_transactions(engine: AsyncEngine) -> None:
     @event.listens_for(engine.sync_engine, "begin")
     def _begin(conn: Connection) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE")
-
-
-def run_upgrade_blocking(url: str) -> None:
-    """For the `identity-bot db upgrade` command."""
-
-    async def _go() -> None:
-        db = Database(url)
-        try:
-            await db.upgrade()
-        finally:
-            await db.dispose()
-
-    asyncio.run(_go())

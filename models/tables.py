@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import enum
 from datetime import datetime
 from typing import Any
 
@@ -10,27 +9,11 @@ from sqlalchemy import JSON, CheckConstraint, ForeignKey, Index, LargeBinary, St
 from sqlalchemy.orm import Mapped, mapped_column
 
 from models.base import Base, utcnow
+from models.enums import IdentityStatus, LimitRequestStatus, StepStatus
 
 DEFAULT_HOURLY_LIMIT = 40
 DEFAULT_DAILY_LIMIT = 200
 MAX_DAILY_LIMIT = 250
-
-
-class IdentityKind(enum.StrEnum):
-    PLATFORM = "platform"
-    COMPANY = "company"
-
-
-class IdentityStatus(enum.StrEnum):
-    NOT_VERIFIED = "not_verified"
-    READY = "ready"
-
-
-class LimitRequestStatus(enum.StrEnum):
-    PENDING = "pending"
-    APPROVED = "approved"
-    DENIED = "denied"
-    SUPERSEDED = "superseded"
 
 
 class Identity(Base):
@@ -115,19 +98,6 @@ class LimitRequest(Base):
     # Set when a process takes on posting the request to the approvers (claimed once; cleared if it failed).
     posted_at: Mapped[datetime | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
-
-
-class StepName(enum.StrEnum):
-    SENDING = "sending"
-    RECEIVING = "receiving"
-    TRACKING = "tracking"
-
-
-class StepStatus(enum.StrEnum):
-    NOT_RUN = "not_run"
-    PENDING = "pending"
-    VERIFIED = "verified"
-    FAILED = "failed"
 
 
 class VerificationStep(Base):

@@ -15,8 +15,8 @@ import pytest
 
 from bot.app import Runtime
 from bot.config import Settings, load_settings
-from bot.emulator import FakeSlack, SlackClient
 from bot.logs import quiet_libraries
+from bot.sandbox import FakeSlack, SlackClient
 from models import Database
 
 PG_ADMIN_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")

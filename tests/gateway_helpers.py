@@ -99,9 +99,9 @@ def message_bytes(sender: str, to: str, subject: str = "Hello", size: int = 0) -
 async def _serve(database_url: str) -> int:
     import asyncio
 
-    from bot.mail.gateway import SubmissionGateway
-    from bot.services.credentials import GatewayCredentials
-    from bot.services.sending_limits import SendingLimits
+    from bot.services.gateway import GatewayCredentials, Submission
+    from bot.services.gateway.window import SendingLimits
+    from bot.smtp.gateway import SubmissionGateway
     from models import Database
 
     relayed = 0
@@ -111,7 +111,7 @@ async def _serve(database_url: str) -> int:
         relayed += 1
 
     db = Database(database_url)
-    gateway = SubmissionGateway(db, GatewayCredentials(db), SendingLimits(db), accept)
+    gateway = SubmissionGateway(Submission(db, GatewayCredentials(db), SendingLimits(db), accept))
     await gateway.start("127.0.0.1", 0)
     print(f"listening {gateway.port}", flush=True)
     loop = asyncio.get_running_loop()

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from bot.mail.classifier import RULE_NAMES, TOKEN_PATTERN, Classification, classify, strip_quoted
+from bot.mail.messages import TOKEN_PATTERN
+from bot.mail.mime import strip_quoted
+from bot.services.incoming.rules import RULE_NAMES, Classification, classify
 
 TOKEN = "IDBOT-ABCDEFGHIJKLMNOPQRSTUVWX23"
 

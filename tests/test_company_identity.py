@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
-from bot.emulator import FakeSlack
 from bot.mail.diagnosis import SUCCESS_PROMPT
-from handlers.ids import IdentityForm as F
+from bot.sandbox import FakeSlack
+from handlers.identity.ids import IdentityForm as F
 from models import AuditEvent, Identity
 from tests.companymail import APP_PASSWORD, COMPANY_ADDRESS, FORWARDING_ADDRESS, CompanyMail, start_company_mail
 from tests.conftest import CHANNEL, TRACKING_DOMAIN, Bot, start_bot

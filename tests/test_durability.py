@@ -28,11 +28,10 @@ import aiosmtplib
 import pytest
 from sqlalchemy import select
 
-from bot.emulator import FakeSlack, SlackClient
-from bot.mail.classifier import FORWARDED_HEADER
-from bot.mail.inbound import MAX_CONCURRENT_PROCESSING
-from bot.mail.messages import TOKEN_HEADER
-from handlers.ids import Verification as V
+from bot.mail.messages import FORWARDED_HEADER, TOKEN_HEADER
+from bot.sandbox import FakeSlack, SlackClient
+from bot.services.incoming.store import MAX_CONCURRENT_PROCESSING
+from handlers.verification.ids import Verification as V
 from models import Database, Identity, InboundMessage, VerificationStep
 from tests.companymail import CompanyMail, start_company_mail
 from tests.conftest import BOT_TOKEN, PLATFORM_DOMAIN, SIGNING_SECRET, TEAM, TRACKING_DOMAIN, Bot

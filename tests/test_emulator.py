@@ -26,7 +26,7 @@ from slack_sdk.models.views import View
 from slack_sdk.signature import SignatureVerifier
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.emulator import FakeSlack, SlackClient
+from bot.sandbox import FakeSlack, SlackClient
 
 TOKEN = "xoxb-emulator-test"
 SECRET = "emulator-signing-secret"

@@ -17,10 +17,12 @@ import aiosmtplib
 import pytest
 from sqlalchemy import func, select
 
-from bot.mail.gateway import SubmissionGateway, format_retry_at
-from bot.services.credentials import GatewayCredentials, IssuedCredential, issue_credentials_cli, verify_password
 from bot.services.errors import NotFound
-from bot.services.sending_limits import LimitDecision, SendingLimits
+from bot.cli import main as cli_main
+from bot.services.gateway import Submission
+from bot.services.gateway.credentials import GatewayCredentials, IssuedCredential, verify_password
+from bot.services.gateway.window import LimitDecision, SendingLimits
+from bot.smtp.gateway import SubmissionGateway, format_retry_at
 from models import AuditEvent, Database, GatewayCredential, Identity, SentMessage, Suppression
 from tests.gateway_helpers import Clock, RecordingRelay, make_identity, message_bytes
 
@@ -46,7 +48,7 @@ async def start_rig(db: Database, *, hourly: int = 40, daily: int = 200, **gatew
     credential = await credentials.issue(SENDER, actor="U_LEAD")
     relay = RecordingRelay()
     clock = Clock()
-    gateway = SubmissionGateway(db, credentials, SendingLimits(db, clock=clock), relay, **gateway_kwargs)  # type: ignore[arg-type]
+    gateway = SubmissionGateway(Submission(db, credentials, SendingLimits(db, clock=clock), relay), **gateway_kwargs)  # type: ignore[arg-type]
     await gateway.start("127.0.0.1", 0)
     return Rig(db, gateway, relay, clock, identity, credential, credentials)
 
@@ -140,8 +142,14 @@ async def test_credentials_store_only_a_scrypt_hash_and_authenticate(db: Databas
 
 
 async def test_credentials_cli_prints_username_and_password_once(
-    sqlite_url: str, capsys: pytest.CaptureFixture[str]
+    sqlite_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setenv("DATABASE_URL", sqlite_url)
+    monkeypatch.setenv("DATA_DIR", str(tmp_path / "data"))
+
+    def issue_credentials_cli(_url: str, address: str) -> int:
+        return cli_main(["credentials", "issue", address])
+
     db = Database(sqlite_url)
     await db.upgrade()
     identity = await make_identity(db, SENDER)
@@ -241,7 +249,7 @@ async def test_an_unverified_identity_cannot_send(db: Database) -> None:
     credentials = GatewayCredentials(db)
     credential = await credentials.issue(identity.address)
     relay = RecordingRelay()
-    gateway = SubmissionGateway(db, credentials, SendingLimits(db), relay)
+    gateway = SubmissionGateway(Submission(db, credentials, SendingLimits(db), relay))
     await gateway.start("127.0.0.1", 0)
     try:
         client = await connect(gateway.port, username=credential.username, password=credential.password)
@@ -331,7 +339,7 @@ async def test_too_big_is_552_and_handler_errors_are_451_not_500(db: Database) -
     credentials = GatewayCredentials(db)
     credential = await credentials.issue(identity.address)
     relay = RecordingRelay()
-    gateway = SubmissionGateway(db, credentials, BrokenLimits(db), relay, max_message_size=2000)
+    gateway = SubmissionGateway(Submission(db, credentials, BrokenLimits(db), relay), max_message_size=2000)
     await gateway.start("127.0.0.1", 0)
     rig = Rig(db, gateway, relay, Clock(), identity, credential, credentials)
     try:
@@ -352,14 +360,14 @@ async def test_off_loopback_the_gateway_needs_tls_and_offers_auth_only_after_sta
     relay = RecordingRelay()
 
     with pytest.raises(ValueError, match="TLS"):
-        await SubmissionGateway(db, credentials, SendingLimits(db), relay).start("0.0.0.0", 0)
+        await SubmissionGateway(Submission(db, credentials, SendingLimits(db), relay)).start("0.0.0.0", 0)
 
     ca = trustme.CA()
     server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     ca.issue_cert("127.0.0.1").configure_cert(server_tls)
     client_tls = ssl.create_default_context()
     ca.configure_trust(client_tls)
-    gateway = SubmissionGateway(db, credentials, SendingLimits(db), relay, tls_context=server_tls)
+    gateway = SubmissionGateway(Submission(db, credentials, SendingLimits(db), relay), tls_context=server_tls)
     await gateway.start("0.0.0.0", 0)  # not loopback: the TLS rules apply (we still connect over 127.0.0.1)
     try:
         plain = await connect(gateway.port)

@@ -7,7 +7,7 @@ import asyncio
 import pytest
 from sqlalchemy import func, select
 
-from handlers.ids import IdentityForm as F
+from handlers.identity.ids import IdentityForm as F
 from models import AuditEvent, Identity, LimitRequest
 from tests.conftest import CHANNEL, LEAD, PLATFORM_DOMAIN, TEAM, Bot
 

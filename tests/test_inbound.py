@@ -11,7 +11,10 @@ import aiosmtplib
 import pytest
 from sqlalchemy import func, select, text
 
-from bot.mail.inbound import InboundServer, dedup_key
+from bot.mail.domains import PlatformDomains
+from bot.services.incoming import InboundStore
+from bot.services.incoming.store import dedup_key
+from bot.smtp.inbound import InboundServer
 from models import Database, InboundMessage
 
 SERVED = "jane.doe@platform.example.com"
@@ -49,6 +52,17 @@ class BrokenDirectory:
         raise RuntimeError("directory unavailable")
 
 
+class DirectoryStore(InboundStore):
+    """The real store, with the served addresses decided by a test directory."""
+
+    def __init__(self, db: Database, directory: object, on_stored: object) -> None:
+        super().__init__(db, PlatformDomains("platform.example.com", "track.example.com"), on_stored=on_stored)  # type: ignore[arg-type]
+        self.directory = directory
+
+    async def serves(self, address: str) -> bool:
+        return await self.directory.serves(address)  # type: ignore[attr-defined]
+
+
 @dataclass
 class Inbound:
     server: InboundServer
@@ -71,7 +85,7 @@ async def start_inbound(db: Database, directory: object) -> Inbound:
         inbound.stored.append(message_id)
         inbound.stored_event.set()
 
-    inbound.server = InboundServer(db, directory, on_stored=on_stored, max_message_size=MAX_SIZE)  # type: ignore[arg-type]
+    inbound.server = InboundServer(DirectoryStore(db, directory, on_stored), max_message_size=MAX_SIZE)
     await inbound.server.start("127.0.0.1", 0)
     return inbound
 

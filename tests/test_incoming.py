@@ -12,9 +12,12 @@ from email.parser import BytesParser
 import pytest
 from sqlalchemy import select
 
-from bot.mail.classifier import FORWARDED_HEADER, classify
-from bot.mail.inbound import dedup_key, message_id_of
+from bot.mail.messages import FORWARDED_HEADER
 from bot.services.incoming import IncomingMail
+from bot.services.incoming.rules import classify
+from bot.mail.domains import PlatformDomains
+from bot.services.incoming import InboundStore
+from bot.services.incoming.store import dedup_key, message_id_of
 from models import AuditEvent, Database, Identity, InboundMessage, Suppression
 from tests.test_classifier import (
     GMAIL_FORWARDED_TOKEN_IN_BODY,
@@ -25,6 +28,7 @@ from tests.test_classifier import (
 )
 
 PLATFORM_DOMAINS = ("platform.example.com", "track.example.com")
+DOMAINS = PlatformDomains(*PLATFORM_DOMAINS)
 IDENTITY_ADDRESS = "jane.doe@platform.example.com"
 TRACKING_ADDRESS = "cc-0123456789abcdef0123@track.example.com"
 FORWARDING_ADDRESS = "jane@acme.example.com"
@@ -62,7 +66,7 @@ class Calls:
 
 
 def pipeline(db: Database, calls: Calls) -> IncomingMail:
-    return IncomingMail(db, on_tokens=calls.on_tokens, forward=calls.forward, platform_domains=PLATFORM_DOMAINS)
+    return IncomingMail(db, DOMAINS, on_tokens=calls.on_tokens, forward=calls.forward)
 
 
 @pytest.fixture
@@ -262,8 +266,11 @@ async def test_failed_forward_is_released_and_retried(db: Database, identity: Id
 # A processor in another OS process: it takes the message and hangs while forwarding, until killed.
 HANGING_PROCESSOR = """
 import asyncio, sys
+from bot.mail.domains import PlatformDomains
 from bot.services.incoming import IncomingMail
 from models import Database
+
+DOMAINS = PlatformDomains("platform.example.com", "track.example.com")
 
 async def main(url, message_id):
     async def forward(identity, message):
@@ -274,7 +281,7 @@ async def main(url, message_id):
         pass
 
     db = Database(url)
-    incoming = IncomingMail(db, on_tokens=on_tokens, forward=forward, platform_domains=("platform.example.com",))
+    incoming = IncomingMail(db, DOMAINS, on_tokens=on_tokens, forward=forward)
     await incoming.process(message_id)
 
 asyncio.run(main(sys.argv[1], int(sys.argv[2])))
@@ -318,9 +325,7 @@ async def test_message_being_processed_by_another_process_is_left_alone(db: Data
         await first_calls.forward(identity, message)
 
     other_db = Database(db.url)
-    first = IncomingMail(
-        other_db, on_tokens=first_calls.on_tokens, forward=slow_forward, platform_domains=PLATFORM_DOMAINS
-    )
+    first = IncomingMail(other_db, DOMAINS, on_tokens=first_calls.on_tokens, forward=slow_forward)
     busy = asyncio.ensure_future(first.process(message_id))
     try:
         await asyncio.wait_for(forwarding.wait(), timeout=10)
@@ -353,11 +358,7 @@ async def test_inbound_server_and_pipeline_together(db: Database, identity: Iden
     """The wiring the composition root does: on_stored = IncomingMail.process."""
     import aiosmtplib
 
-    from bot.mail.inbound import InboundServer
-
-    class Directory:
-        async def serves(self, address: str) -> bool:
-            return address in (IDENTITY_ADDRESS, TRACKING_ADDRESS)
+    from bot.smtp.inbound import InboundServer
 
     forwarded = asyncio.Event()
     calls = Calls()
@@ -366,8 +367,8 @@ async def test_inbound_server_and_pipeline_together(db: Database, identity: Iden
         await calls.forward(identity, message)
         forwarded.set()
 
-    incoming = IncomingMail(db, on_tokens=calls.on_tokens, forward=forward, platform_domains=PLATFORM_DOMAINS)
-    server = InboundServer(db, Directory(), on_stored=incoming.process)
+    incoming = IncomingMail(db, DOMAINS, on_tokens=calls.on_tokens, forward=forward)
+    server = InboundServer(InboundStore(db, DOMAINS, on_stored=incoming.process))
     await server.start("127.0.0.1", 0)
     try:
         async with aiosmtplib.SMTP(hostname="127.0.0.1", port=server.port, start_tls=False, timeout=10) as client:
@@ -379,7 +380,7 @@ async def test_inbound_server_and_pipeline_together(db: Database, identity: Iden
 
 
 def test_forward_of_an_8bit_original_keeps_it_readable() -> None:
-    from bot.services.incoming import build_forward
+    from bot.services.incoming.forwarding import build_forward
 
     raw = (
         "From: Lena Kunde <lena@kunde.example.de>\r\nTo: jane.doe@platform.example.com\r\n"

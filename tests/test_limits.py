@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
-from bot.emulator import FakeSlack
-from handlers.ids import Limits as L
+from bot.sandbox import FakeSlack
+from handlers.limits.ids import Limits as L
 from models import AuditEvent, Identity, LimitRequest, SentMessage
 from models.base import utcnow
 from tests.conftest import CHANNEL, LEAD, PLATFORM_DOMAIN, Bot, start_bot
@@ -279,7 +279,7 @@ async def test_a_request_slack_could_not_take_is_posted_later_and_only_once(lbot
     bot = lbot
     identity = await create(bot)
     limits = bot.runtime.services.limits
-    change = await limits.change(identity.id, "60", "250", "Q4", actor=LEAD, is_manager=False)
+    change = await limits.change(identity.id, "60", "250", "Q4", actor=LEAD)
     assert change.outcome == "requested" and change.request is not None
     mark = bot.fake.mark()
     bot.fake.inject_error("chat.postMessage", "channel_not_found", times=2)  # the request, then the notice
@@ -305,7 +305,7 @@ async def test_a_decision_records_the_message_it_was_made_in(lbot: Bot) -> None:
     bot = lbot
     identity = await create(bot)
     limits = bot.runtime.services.limits
-    change = await limits.change(identity.id, "60", "250", "Q4", actor=LEAD, is_manager=False)
+    change = await limits.change(identity.id, "60", "250", "Q4", actor=LEAD)
     assert change.request is not None
     mark = bot.fake.mark()
     await limits.post_request(change.request.id)

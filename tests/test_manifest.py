@@ -8,7 +8,7 @@ from pathlib import Path
 import jsonschema
 import yaml
 
-from handlers.ids import COMMAND
+from handlers.identity.ids import COMMAND
 
 ROOT = Path(__file__).resolve().parent.parent
 SCHEMA = ROOT.parent / "shared" / "slack" / "manifest.schema.1.0.0.json"

@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import func, select
 
 from bot.services.errors import NotFound
-from bot.services.sending_limits import SendingLimits
+from bot.services.gateway.window import SendingLimits
 from models import Database, SentMessage
 from tests.gateway_helpers import Clock, make_identity
 

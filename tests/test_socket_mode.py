@@ -21,8 +21,8 @@ from slack_sdk.socket_mode.response import SocketModeResponse
 from slack_sdk.web.async_client import AsyncWebClient
 from sqlalchemy import func, select
 
-from bot.emulator import FakeSlack, SlackClient
-from handlers.ids import IdentityForm as F
+from bot.sandbox import FakeSlack, SlackClient
+from handlers.identity.ids import IdentityForm as F
 from models import AuditEvent, Identity
 from tests.conftest import APP_TOKEN, BOT_TOKEN, CHANNEL, PLATFORM_DOMAIN, SIGNING_SECRET, TEAM, Bot, start_bot
 from tests.test_identity_new import auto_create, input_block

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from bot.emulator import FakeSlack
+from bot.sandbox import FakeSlack
 from tests.conftest import BOT_TOKEN, SIGNING_SECRET
 
 

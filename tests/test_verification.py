@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select, update
 
-from bot.emulator import FakeSlack
-from bot.services.otp import MAX_WRONG
-from handlers.ids import Verification as V
+from bot.sandbox import FakeSlack
+from bot.services.verification.otp import MAX_WRONG
+from handlers.verification.ids import Verification as V
 from models import Identity, InboundMessage, OtpChallenge, VerificationStep
 from models.base import utcnow
 from tests.companymail import FORWARDING_ADDRESS, CompanyMail, start_company_mail

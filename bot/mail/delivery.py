@@ -13,10 +13,14 @@ from collections.abc import Callable
 from email.message import EmailMessage
 from pathlib import Path
 
-from bot.config import RelaySettings
+from bot.mail.domains import PlatformDomains
 from bot.mail.outbound import MailSender, SmtpServer
 
 log = logging.getLogger(__name__)
+
+
+InboundAddress = Callable[[], "tuple[str, int] | None"]
+"""Where our inbound server listens, once it has started (None before)."""
 
 
 class Delivery:
@@ -24,19 +28,19 @@ class Delivery:
         self,
         mail: MailSender,
         *,
-        relay: RelaySettings | None,
-        own_domains: tuple[str, ...],
-        inbound: Callable[[], tuple[str, int] | None],
+        relay: SmtpServer | None,
+        domains: PlatformDomains,
+        inbound: InboundAddress,
         outbox: Path,
     ) -> None:
         self.mail = mail
-        self.relay = relay
-        self.own_domains = tuple(d.lower() for d in own_domains)
+        self.relay = relay  # the platform relay (RELAY_SMTP_URL), trusted; None: write to the outbox
+        self.domains = domains
         self.inbound = inbound  # where our inbound server listens (known once it has started)
         self.outbox = outbox
 
     def _is_own(self, address: str) -> bool:
-        return address.rpartition("@")[2].lower() in self.own_domains
+        return self.domains.is_own(address)
 
     async def send_as(
         self, server: SmtpServer | None, message: EmailMessage, *, sender: str, recipients: list[str]
@@ -61,10 +65,8 @@ class Delivery:
             routes.append("delivered to the platform's inbound server")
         if other:
             if self.relay is not None:
-                r = self.relay
-                relay = SmtpServer(r.host, r.port, r.security, r.username, r.password)
-                await self.mail.send(relay, message, sender=sender, recipients=other, trusted=True)
-                routes.append(f"accepted by the platform relay {r.host}:{r.port}")
+                await self.mail.send(self.relay, message, sender=sender, recipients=other, trusted=True)
+                routes.append(f"accepted by the platform relay {self.relay.host}:{self.relay.port}")
             else:
                 path = self._to_outbox(message, sender, other)
                 routes.append(f"stored in the local outbox ({path.name}); set RELAY_SMTP_URL to deliver")

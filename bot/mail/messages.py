@@ -3,6 +3,7 @@ CR/LF in names and addresses (email.utils.formataddr would not)."""
 
 from __future__ import annotations
 
+import re
 import secrets
 from datetime import UTC, datetime
 from email.headerregistry import Address
@@ -12,6 +13,9 @@ from email.utils import format_datetime, make_msgid
 # Tokens we put in the header and the body of verification mails, so a forwarded copy still matches.
 TOKEN_HEADER = "X-Identity-Bot-Token"
 TOKEN_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"
+TOKEN_PATTERN = re.compile(r"IDBOT-[A-Z2-7]{26}")
+# Marks every lead we forward, so a copy that comes back to us is recognised and never forwarded again.
+FORWARDED_HEADER = "X-Identity-Bot-Forwarded"
 
 
 def new_token() -> str:

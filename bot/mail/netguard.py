@@ -67,6 +67,17 @@ def is_public_address(address: str) -> bool:
     )
 
 
+def is_loopback(host: str) -> bool:
+    """Whether a listen or connect address is this machine ("localhost" or a loopback IP)."""
+    name = host.strip().strip("[]")
+    if name.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
 def _normalize(host: str) -> str:
     name = host.strip()
     if name.startswith("[") and name.endswith("]"):

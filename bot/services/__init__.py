@@ -1,1 +1,2 @@
-"""Slack-free domain services. They speak in domain terms and report events through a Notifier."""
+"""The product's domain services: one package per feature, plus who may do what (policy), the audit trail, errors,
+the notifier port, secrets and the registry. No Slack, no aiosmtpd, no Settings object here."""

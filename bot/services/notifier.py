@@ -1,16 +1,37 @@
-"""How services report events. The Slack implementation lives in handlers/notifier.py."""
+"""How services report what happened: the events they emit and the Notifier port that carries them.
+
+Services speak in domain terms; the Slack implementation (handlers/notifier.py) turns each event into messages.
+Announcing is best effort: everything an event reports is already stored."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Protocol
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Protocol
 
-from models import Identity, LimitRequest, VerificationStep
-
-if TYPE_CHECKING:
-    from bot.services.verification import StepEvent
+from models import Identity, LimitRequest, StepName, StepStatus, VerificationStep
 
 # Where a message was posted, so it can be updated in place: (channel, ts).
 Posted = tuple[str, str]
+
+
+@dataclass(frozen=True)
+class StepEvent:
+    """Something happened to a verification step: what the channel history records.
+
+    `status` PENDING: an attempt is under way (`sent_to`/`route`: where its mail went; `wait`: how long Tracking
+    waits for the copy). VERIFIED / FAILED: the outcome (`detail`: what was checked, or why it failed). NOT_RUN: the
+    steps in `reset` must run again because settings changed (`detail`: which)."""
+
+    step: StepName
+    status: StepStatus
+    at: datetime
+    actor: str | None
+    detail: str = ""
+    sent_to: str | None = None
+    route: str | None = None
+    wait: timedelta | None = None
+    reset: tuple[StepName, ...] = ()
 
 
 class Notifier(Protocol):
@@ -33,7 +54,7 @@ class Notifier(Protocol):
         """Ask the approvers; returns where the request was posted."""
 
     async def limit_request_closed(self, identity: Identity, request: LimitRequest) -> None:
-        """A pending request was superseded by a newer one."""
+        """A pending request was superseded by a newer one (or decided while it was being posted)."""
 
     async def limit_request_decided(self, identity: Identity, request: LimitRequest) -> None:
         """A manager approved or denied a request."""
@@ -43,7 +64,7 @@ class Notifier(Protocol):
 
 
 class NullNotifier:
-    """Says nothing (unit tests and commands without Slack)."""
+    """Says nothing (commands without Slack, unit tests)."""
 
     async def identity_created(self, identity: Identity, request: LimitRequest | None) -> Posted | None:
         return None

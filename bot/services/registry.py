@@ -1,18 +1,23 @@
-"""The services the composition root builds and hands to the Slack layer."""
+"""The services the composition root builds and hands to the edges (Slack listeners, SMTP servers, jobs)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from bot.config import Settings
+from bot.mail.domains import PlatformDomains
+from bot.services.gateway import GatewayCredentials, SendingLimits
 from bot.services.identities import IdentityService
 from bot.services.limits import LimitService
+from bot.services.policy import Policy
 from bot.services.verification import VerificationService
 
 
-@dataclass
+@dataclass(frozen=True)
 class Services:
-    settings: Settings
+    domains: PlatformDomains
+    policy: Policy
     identities: IdentityService
     verification: VerificationService
     limits: LimitService
+    window: SendingLimits
+    credentials: GatewayCredentials

@@ -11,6 +11,10 @@ import os
 from pathlib import Path
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
+from sqlalchemy import select
+
+from bot.services import audit
+from models import Database, Identity
 
 KEY_FILE_NAME = "secret.key"
 
@@ -62,3 +66,15 @@ class SecretBox:
         """A keyed HMAC of the parts: safe to store or to round-trip through Slack, reveals nothing."""
         msg = "\x1f".join(parts).encode()
         return hmac.new(self._mac_key, msg, hashlib.sha256).hexdigest()
+
+
+async def rotate_stored_passwords(db: Database, box: SecretBox, *, actor: str = "cli") -> int:
+    """`identity-bot secrets rotate`: re-encrypt every stored SMTP password under the first key. Returns how many."""
+    count = 0
+    async with db.transaction() as session:
+        rows = await session.scalars(select(Identity).where(Identity.smtp_password_encrypted.is_not(None)))
+        for identity in rows.all():
+            identity.smtp_password_encrypted = box.rotate(str(identity.smtp_password_encrypted))
+            count += 1
+        audit.record(session, actor=actor, action="secrets.rotated", identity_id=None, count=count)
+    return count

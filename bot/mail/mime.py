@@ -1,0 +1,177 @@
+"""Reading untrusted MIME: a parsed message with the views the incoming-mail rules need (subject, parts, the
+readable body, the new text of a reply without its quoted history), tolerant of every malformation we have seen."""
+
+from __future__ import annotations
+
+import html
+import re
+from email import policy
+from email.message import EmailMessage, Message
+from email.parser import BytesParser
+from email.utils import getaddresses
+from functools import cached_property
+
+
+class Mail:
+    """A parsed message with the views rules need, computed once and only when asked for."""
+
+    def __init__(self, raw: bytes) -> None:
+        self.raw = raw
+        self.message: EmailMessage = BytesParser(policy=policy.default).parsebytes(raw)  # type: ignore[assignment]
+
+    def header(self, name: str, message: Message | None = None) -> str:
+        """A header as text ('' when absent or unreadable); never raises on malformed values."""
+        return header_text(message if message is not None else self.message, name)
+
+    @cached_property
+    def subject(self) -> str:
+        return " ".join(self.header("Subject").split())
+
+    @cached_property
+    def content_type(self) -> str:
+        return self.message.get_content_type()
+
+    @cached_property
+    def report_type(self) -> str:
+        return str(self.message.get_param("report-type", "") or "").lower()
+
+    @cached_property
+    def from_address(self) -> str:
+        return first_address(self.header("From"))
+
+    @cached_property
+    def parts(self) -> list[Message]:
+        """Every part, descending into attached messages (message/rfc822 and report blocks)."""
+        return list(self.message.walk())
+
+    @cached_property
+    def body_text(self) -> str:
+        """The readable text of the message itself (not of attachments), HTML turned into text."""
+        try:
+            body = self.message.get_body(preferencelist=("plain", "html"))
+        except Exception:  # noqa: BLE001 - malformed structure: treat as no body
+            body = None
+        if body is None:
+            return ""
+        text = part_text(body)
+        if body.get_content_type() == "text/html":
+            text = html_to_text(text, drop_quotes=False)
+        return text
+
+    @cached_property
+    def new_text(self) -> str:
+        """The text the sender wrote in this message: the body above the quoted part, without quoted lines."""
+        try:
+            body = self.message.get_body(preferencelist=("plain", "html"))
+        except Exception:  # noqa: BLE001
+            body = None
+        if body is None:
+            return ""
+        text = part_text(body)
+        if body.get_content_type() == "text/html":
+            text = html_to_text(text, drop_quotes=True)
+        return strip_quoted(text)
+
+
+def header_text(message: Message, name: str) -> str:
+    try:
+        values = message.get_all(name) or []
+        return " ".join(str(v) for v in values).strip()
+    except Exception:  # noqa: BLE001 - a header the parser cannot model: read it raw
+        raw_values = [v for k, v in message.raw_items() if k.lower() == name.lower()]
+        return " ".join(str(v) for v in raw_values).strip()
+
+
+def first_address(value: str) -> str:
+    """The first addr-spec in an address header value, lower-cased ('' if none)."""
+    for _name, addr in getaddresses([value]):
+        if "@" in addr:
+            return addr.strip().lower()
+    return ""
+
+
+def part_text(part: Message) -> str:
+    """Decoded text of a text/* part; tolerant of wrong or missing charsets and broken encodings (undeclared 8-bit
+    text is nearly always UTF-8)."""
+    try:
+        payload = part.get_payload(decode=True)
+    except Exception:  # noqa: BLE001
+        payload = None
+    if not isinstance(payload, bytes):
+        raw = part.get_payload()
+        return raw if isinstance(raw, str) else ""
+    declared = part.get_content_charset() or "utf-8"
+    for charset in (declared, "utf-8"):
+        try:
+            return payload.decode("utf-8" if charset in ("us-ascii", "ascii") else charset)
+        except (LookupError, UnicodeDecodeError):
+            continue
+    return payload.decode("latin-1")
+
+
+_HTML_QUOTE_START = re.compile(
+    r"<blockquote\b|<div[^>]+class=[\"']?gmail_quote|<div[^>]+id=[\"']?(?:divRplyFwdMsg|appendonsend)"
+    r"|<div[^>]+class=[\"']?(?:OutlookMessageHeader|moz-cite-prefix|yahoo_quoted)",
+    re.IGNORECASE,
+)
+_HTML_DROP = re.compile(r"<(script|style|head)\b.*?</\1\s*>", re.IGNORECASE | re.DOTALL)
+_HTML_BREAK = re.compile(r"<\s*(br|/p|/div|/tr|/li|/h\d)\b[^>]*>", re.IGNORECASE)
+_HTML_TAG = re.compile(r"<[^>]+>")
+
+
+def html_to_text(markup: str, *, drop_quotes: bool) -> str:
+    """Good-enough HTML to text for classification; with drop_quotes, everything from the first quote block on
+    (blockquote, Gmail/Outlook/Thunderbird quote containers) is left out."""
+    if drop_quotes:
+        found = _HTML_QUOTE_START.search(markup)
+        if found:
+            markup = markup[: found.start()]
+    markup = _HTML_DROP.sub(" ", markup)
+    markup = _HTML_BREAK.sub("\n", markup)
+    return html.unescape(_HTML_TAG.sub("", markup))
+
+
+# Lines that start the quoted part of a reply, in the languages our customers' leads write in.
+_QUOTE_SEPARATORS = re.compile(
+    r"^\s*(?:"
+    r"-{2,}\s*(?:original message|forwarded message|ursprüngliche nachricht|weitergeleitete nachricht"
+    r"|message d'origine|message transféré|mensaje original|mensaje reenviado|messaggio originale"
+    r"|messaggio inoltrato|oorspronkelijk bericht|doorgestuurd bericht|mensagem original|ursprungligt meddelande"
+    r"|oprindelig meddelelse|opprinnelig melding)\s*-{2,}"
+    r"|_{10,}"
+    r"|-- "
+    r")\s*$",
+    re.IGNORECASE,
+)
+# "On <date>, <name> wrote:" and its translations; may be wrapped over two lines by the sender's client.
+_ATTRIBUTION = re.compile(
+    r"^\s*(?:on\b.*\bwrote|am\b.*\bschrieb|le\b.*\ba écrit|el\b.*\bescribió|il\b.*\bha scritto"
+    r"|op\b.*\bschreef|em\b.*\bescreveu|den\b.*\bskrev)\s*:?\s*$",
+    re.IGNORECASE,
+)
+_ATTRIBUTION_START = re.compile(r"^\s*(?:on|am|le|el|il|op|em|den)\s", re.IGNORECASE)
+# Outlook's quoted header block: a "From:" line (in several languages) followed shortly by Sent/Date/To lines.
+_OUTLOOK_FROM = re.compile(r"^\s*\*?(?:from|von|de|da|van|från|fra|od)\s*:\*?\s*\S", re.IGNORECASE)
+_OUTLOOK_NEXT = re.compile(
+    r"^\s*\*?(?:sent|date|to|subject|gesendet|datum|an|betreff|envoyé|à|objet|enviado|para|asunto|inviato|a|oggetto"
+    r"|verzonden|aan|onderwerp|skickat|till|ämne)\s*:",
+    re.IGNORECASE,
+)
+
+
+def strip_quoted(text: str) -> str:
+    """The new text of a reply: stop at the first quote separator / attribution / Outlook header block, and
+    drop lines quoted with '>' (interleaved replies keep the sender's own lines between quotes)."""
+    lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    kept: list[str] = []
+    for i, line in enumerate(lines):
+        if _QUOTE_SEPARATORS.match(line) or _ATTRIBUTION.match(line):
+            break
+        if _ATTRIBUTION_START.match(line) and i + 1 < len(lines) and _ATTRIBUTION.match(line + " " + lines[i + 1]):
+            break
+        if _OUTLOOK_FROM.match(line) and any(_OUTLOOK_NEXT.match(nxt) for nxt in lines[i + 1 : i + 5]):
+            break
+        if line.lstrip().startswith(">"):
+            continue
+        kept.append(line)
+    return "\n".join(kept).strip()

@@ -1,0 +1,203 @@
+"""Accepting inbound mail: which addresses we serve, and committing each message before the server says 250.
+
+RFC 5321 §6.1: once we said "queued", losing the message is our fault. So the raw message is committed first and
+classification and forwarding run afterwards from the stored copy, in background tasks, so the sending MTA never
+waits for them."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import re
+from collections.abc import Awaitable, Callable
+from email import policy
+from email.parser import BytesHeaderParser
+from typing import Any
+
+from sqlalchemy import func, or_, select
+
+from bot.mail.domains import PlatformDomains
+from models import Database, Identity, InboundMessage
+from models.base import utcnow
+from models.db import dialect_insert, without_sql_parameters
+
+log = logging.getLogger(__name__)
+
+STOP_GRACE_SECONDS = 10.0
+MAX_BATCH = 64
+# Processing runs beside delivery; bounded so a burst of mail cannot crowd out the stores sessions wait on.
+MAX_CONCURRENT_PROCESSING = 4
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+Waiting = tuple[dict[str, Any], "asyncio.Future[tuple[int, bool]]"]
+
+
+def _text(value: str, limit: int) -> str:
+    """Envelope text fit for any database column: no NUL/control characters (PostgreSQL refuses NUL), bounded."""
+    return _CONTROL.sub("", value)[:limit]
+
+
+def message_id_of(raw: bytes) -> str | None:
+    """The Message-ID header, or None. Only the header section is parsed; never raises."""
+    try:
+        headers = BytesHeaderParser(policy=policy.default).parsebytes(raw)
+        value = headers.get("Message-ID")
+        if value is None:
+            return None
+        text = " ".join(str(value).split())
+    except Exception:  # noqa: BLE001 - a malformed header must not fail the delivery
+        return None
+    # Non-UTF-8 bytes come back as surrogates, which the database driver cannot encode.
+    text = text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    return _text(text, 998) or None
+
+
+def dedup_key(message_id: str | None, raw: bytes) -> str:
+    """sha256(Message-ID) + sha256(raw), hex: the same message delivered twice is stored once (128 characters)."""
+    return hashlib.sha256((message_id or "").encode()).hexdigest() + hashlib.sha256(raw).hexdigest()
+
+
+class InboundStore:
+    """What the inbound server asks of the product: `serves(address)` and `accept(...)` (committed when it returns).
+
+    `on_stored(row_id)` runs for every new message after its commit, in a background task (at most
+    MAX_CONCURRENT_PROCESSING at once); a failure there leaves the row pending for the sweep to retry."""
+
+    def __init__(
+        self, db: Database, domains: PlatformDomains, *, on_stored: Callable[[int], Awaitable[None]] | None = None
+    ) -> None:
+        self.db = db
+        self.domains = domains
+        self.on_stored = on_stored
+        # Strong references: the event loop only keeps weak ones, and a collected task silently stops.
+        self._tasks: set[asyncio.Future[Any]] = set()
+        self._waiting: list[Waiting] = []
+        self._writer: asyncio.Future[Any] | None = None
+        self._processing = asyncio.Semaphore(MAX_CONCURRENT_PROCESSING)
+
+    async def serves(self, address: str) -> bool:
+        """True for identity addresses on the platform domain and for tracking addresses."""
+        wanted = address.strip().lower()
+        if not self.domains.is_own(wanted):
+            return False
+        async with self.db.session() as session:
+            found = await session.scalar(
+                select(func.count()).where(or_(Identity.address == wanted, Identity.tracking_address == wanted))
+            )
+        return bool(found)
+
+    async def accept(self, *, peer: str, mail_from: str, rcpt_tos: list[str], raw: bytes) -> tuple[int, bool]:
+        """Commit the message; (row id, True) if new, (existing id, False) for a duplicate.
+
+        Group commit: messages arriving while a transaction is being written wait and go into the next one, so
+        concurrent deliveries share a commit (and its fsync) instead of queueing for the write lock one by one.
+        The write runs in its own task: a client hanging up mid-commit changes nothing, and on_stored is scheduled
+        after the commit whoever is still waiting."""
+        message_id = message_id_of(raw)
+        values = {
+            "received_at": utcnow(),
+            "peer": _text(peer, 64),
+            "mail_from": "" if mail_from == "<>" else _text(mail_from, 320),
+            "rcpt_tos": [_text(r, 320) for r in rcpt_tos],
+            "raw": raw,
+            "size": len(raw),
+            "message_id": message_id,
+            "dedup_key": dedup_key(message_id, raw),
+        }
+        stored: asyncio.Future[tuple[int, bool]] = asyncio.get_running_loop().create_future()
+        self._waiting.append((values, stored))
+        if self._writer is None:
+            self._writer = self._track(asyncio.ensure_future(self._write_batches()))
+        return await stored
+
+    async def drain(self, grace: float = STOP_GRACE_SECONDS) -> None:
+        """Let stores and processing in flight finish (briefly), then cancel what is left."""
+        if not self._tasks:
+            return
+        _done, pending = await asyncio.wait(set(self._tasks), timeout=grace)
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.gather(*pending, return_exceptions=True)
+
+    def _track(self, task: asyncio.Future[Any]) -> asyncio.Future[Any]:
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    async def _write_batches(self) -> None:
+        batch: list[Waiting] = []
+        try:
+            while self._waiting:
+                batch, self._waiting = self._waiting[:MAX_BATCH], self._waiting[MAX_BATCH:]
+                try:
+                    results = await self._insert([values for values, _ in batch])
+                except Exception as exc:  # noqa: BLE001
+                    if len(batch) == 1:
+                        self._settle(batch, exc)
+                        continue
+                    # One bad message must not fail the others: write them one by one.
+                    for item in batch:
+                        try:
+                            self._settle([item], await self._insert([item[0]]))
+                        except Exception as single_exc:  # noqa: BLE001 - this sender gets 451 and retries
+                            self._settle([item], single_exc)
+                    continue
+                self._settle(batch, results)
+        finally:
+            # Cancelled by drain(): nobody may wait forever (their sessions are closed; senders will retry).
+            for _, stored in batch + self._waiting:
+                if not stored.done():
+                    stored.cancel()
+            self._waiting = []
+            self._writer = None
+
+    def _settle(self, batch: list[Waiting], outcome: list[tuple[int, bool]] | BaseException) -> None:
+        """Schedule processing of new rows (after their commit) and answer whoever is still waiting."""
+        for index, (_, stored) in enumerate(batch):
+            if isinstance(outcome, BaseException):
+                if not stored.done():
+                    stored.set_exception(outcome)
+                continue
+            row_id, created = outcome[index]
+            if created:
+                self._schedule(row_id)
+            if not stored.done():
+                stored.set_result((row_id, created))
+
+    async def _insert(self, rows: list[dict[str, Any]]) -> list[tuple[int, bool]]:
+        """One transaction for the batch. Core on a plain connection rather than an ORM session: far less CPU on
+        the path every delivery waits on."""
+        table = InboundMessage.__table__
+        insert = dialect_insert(self.db)(table).on_conflict_do_nothing(index_elements=["dedup_key"])
+        insert = insert.returning(table.c.id)
+        results: list[tuple[int, bool]] = []
+        async with self.db.engine.begin() as connection:
+            for values in rows:
+                new_id = (await connection.execute(insert, values)).scalar_one_or_none()
+                if new_id is not None:
+                    results.append((int(new_id), True))
+                    continue
+                existing = await connection.scalar(select(table.c.id).where(table.c.dedup_key == values["dedup_key"]))
+                if existing is None:  # the conflicting row vanished meanwhile: let the sender retry
+                    raise RuntimeError("duplicate inbound message disappeared")
+                results.append((int(existing), False))
+        return results
+
+    def _schedule(self, message_id: int) -> None:
+        if self.on_stored is None:
+            return
+        self._track(asyncio.ensure_future(self._run_on_stored(message_id)))
+
+    async def _run_on_stored(self, message_id: int) -> None:
+        try:
+            async with self._processing:
+                await self.on_stored(message_id)  # type: ignore[misc]
+        except Exception as exc:  # noqa: BLE001 - the row stays stored; process_pending retries it
+            log.error(
+                "inbound: processing message %s failed; it stays pending",
+                message_id,
+                exc_info=without_sql_parameters(exc),
+            )

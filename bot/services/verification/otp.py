@@ -1,0 +1,164 @@
+"""One-time passwords for the Receiving step.
+
+Each code comes from a fresh random secret (pyotp.HOTP over pyotp.random_base32()), so a code says nothing about
+the next. The secret is thrown away; only a keyed HMAC of the code is stored. Codes are single use, expire after
+LIFETIME, lock after MAX_WRONG wrong tries, and a new code replaces the old one (resending is throttled).
+Outcomes are reported as values (`CodeProblem`), never as sentences: the Slack views word them."""
+
+from __future__ import annotations
+
+import hmac
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from enum import StrEnum
+
+import pyotp
+from sqlalchemy import select, update
+
+from bot.services.secrets import SecretBox
+from models import Database, OtpChallenge, OtpCloseReason
+from models.base import utcnow
+
+LIFETIME = timedelta(minutes=10)
+MAX_WRONG = 5
+RESEND_AFTER = timedelta(seconds=60)
+CODE_DIGITS = 6
+
+
+class ResendTooSoon(Exception):
+    def __init__(self, wait: timedelta) -> None:
+        super().__init__(f"a code was sent {int((RESEND_AFTER - wait).total_seconds())} s ago")
+        self.wait = wait
+
+    @property
+    def seconds(self) -> int:
+        return max(1, int(self.wait.total_seconds()) + 1)
+
+
+class CodeProblem(StrEnum):
+    """Why a typed code did not verify. The first five are the reasons a code was closed (OtpCloseReason)."""
+
+    USED = OtpCloseReason.USED.value
+    LOCKED = OtpCloseReason.LOCKED.value  # this try locked it, or it was locked before
+    EXPIRED = OtpCloseReason.EXPIRED.value
+    REPLACED = OtpCloseReason.REPLACED.value
+    RESET = OtpCloseReason.RESET.value  # the forwarding address changed after it was sent
+    NONE_SENT = "none_sent"
+    OLD_ADDRESS = "old_address"  # sent to an earlier forwarding address
+    MALFORMED = "malformed"  # not CODE_DIGITS digits
+    WRONG = "wrong"
+    EARLIER_CHECK = "earlier_check"  # right code, but the step was reset meanwhile
+
+
+@dataclass(frozen=True)
+class OtpCheck:
+    ok: bool
+    problem: CodeProblem | None = None
+    attempts_left: int = 0
+
+    @property
+    def locked(self) -> bool:
+        return self.problem == CodeProblem.LOCKED
+
+
+class OtpChallenges:
+    def __init__(self, db: Database, secrets: SecretBox, *, clock: Callable[[], datetime] = utcnow) -> None:
+        self.db = db
+        self.secrets = secrets
+        self.clock = clock
+
+    def _mac(self, challenge_salt: str, code: str) -> str:
+        return self.secrets.mac("otp", challenge_salt, code)
+
+    async def issue(self, identity_id: int, sent_to: str) -> tuple[int, str]:
+        """A new code for the identity (the previous one stops working). Returns (challenge id, code)."""
+        now = self.clock()
+        code = pyotp.HOTP(pyotp.random_base32(), digits=CODE_DIGITS).at(0)
+        salt = pyotp.random_base32()
+        async with self.db.transaction() as session:
+            last = await session.scalar(
+                select(OtpChallenge)
+                .where(OtpChallenge.identity_id == identity_id)
+                .order_by(OtpChallenge.created_at.desc(), OtpChallenge.id.desc())
+                .limit(1)
+            )
+            if last is not None and now - last.created_at < RESEND_AFTER:
+                raise ResendTooSoon(RESEND_AFTER - (now - last.created_at))
+            await session.execute(
+                update(OtpChallenge)
+                .where(OtpChallenge.identity_id == identity_id, OtpChallenge.closed_at.is_(None))
+                .values(closed_at=now, closed_reason=OtpCloseReason.REPLACED)
+            )
+            challenge = OtpChallenge(
+                identity_id=identity_id,
+                code_hmac=f"{salt}${self._mac(salt, code)}",
+                sent_to=sent_to,
+                created_at=now,
+                expires_at=now + LIFETIME,
+            )
+            session.add(challenge)
+            await session.flush()
+            return challenge.id, code
+
+    async def cancel(self, challenge_id: int) -> None:
+        """The code could not be sent: it must not stay usable (nor count against the resend throttle)."""
+        async with self.db.transaction() as session:
+            challenge = await session.get(OtpChallenge, challenge_id)
+            if challenge is not None:
+                await session.delete(challenge)
+
+    async def check(self, identity_id: int, typed: str, *, sent_to: str | None = None) -> OtpCheck:
+        """Compare a typed code with the identity's open challenge. Every outcome is decided by a conditional
+        update, so two submissions at once can't both use a code or skip an attempt. With `sent_to`, a code
+        that went to another (earlier) forwarding address does not count."""
+        code = re.sub(r"\s+", "", typed or "")
+        now = self.clock()
+        async with self.db.transaction() as session:
+            challenge = await session.scalar(
+                select(OtpChallenge)
+                .where(OtpChallenge.identity_id == identity_id)
+                .order_by(OtpChallenge.created_at.desc(), OtpChallenge.id.desc())
+                .limit(1)
+                .with_for_update()
+            )
+            if challenge is None:
+                return OtpCheck(False, CodeProblem.NONE_SENT)
+            if challenge.closed_at is not None:
+                reason = challenge.closed_reason
+                return OtpCheck(False, CodeProblem(reason) if reason else CodeProblem.EXPIRED)
+            if sent_to is not None and challenge.sent_to.lower() != sent_to.lower():
+                return OtpCheck(False, CodeProblem.OLD_ADDRESS)
+            if now >= challenge.expires_at:
+                await self._close(session, challenge.id, now, OtpCloseReason.EXPIRED)
+                return OtpCheck(False, CodeProblem.EXPIRED)
+            if not re.fullmatch(f"[0-9]{{{CODE_DIGITS}}}", code):
+                return OtpCheck(False, CodeProblem.MALFORMED, attempts_left=MAX_WRONG - challenge.failed_attempts)
+            salt, _, expected = challenge.code_hmac.partition("$")
+            if hmac.compare_digest(expected, self._mac(salt, code)):
+                if await self._close(session, challenge.id, now, OtpCloseReason.USED):
+                    return OtpCheck(True)
+                return OtpCheck(False, CodeProblem.USED)
+            wrong = challenge.failed_attempts + 1
+            locked = wrong >= MAX_WRONG
+            values: dict[str, object] = {"failed_attempts": OtpChallenge.failed_attempts + 1}
+            if locked:
+                values.update(closed_at=now, closed_reason=OtpCloseReason.LOCKED)
+            await session.execute(
+                update(OtpChallenge)
+                .where(OtpChallenge.id == challenge.id, OtpChallenge.closed_at.is_(None))
+                .values(**values)
+            )
+            if locked:
+                return OtpCheck(False, CodeProblem.LOCKED)
+            return OtpCheck(False, CodeProblem.WRONG, attempts_left=MAX_WRONG - wrong)
+
+    @staticmethod
+    async def _close(session, challenge_id: int, now: datetime, reason: OtpCloseReason) -> bool:  # type: ignore[no-untyped-def]
+        closed = await session.execute(
+            update(OtpChallenge)
+            .where(OtpChallenge.id == challenge_id, OtpChallenge.closed_at.is_(None))
+            .values(closed_at=now, closed_reason=reason)
+        )
+        return bool(closed.rowcount == 1)

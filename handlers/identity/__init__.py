@@ -1,0 +1,24 @@
+"""The identity feature in Slack: the /identity command and the identity modal (new and edit)."""
+
+from __future__ import annotations
+
+from slack_bolt.async_app import AsyncApp
+
+from bot.services.registry import Services
+from handlers.errors import ack_only, guarded
+from handlers.identity.command import IdentityCommand
+from handlers.identity.form import IdentityFormListeners
+from handlers.identity.ids import COMMAND
+from handlers.identity.ids import IdentityForm as F
+from handlers.limits.listeners import LimitListeners
+
+
+def register(app: AsyncApp, services: Services, limits: LimitListeners) -> None:
+    form = IdentityFormListeners(services)
+    app.command(COMMAND)(guarded(IdentityCommand(services, limits).handle))
+    app.action(F.auto_create)(guarded(form.auto_create))
+    app.action(F.kind_changed)(guarded(form.kind_changed))
+    app.action(F.provider_changed)(guarded(form.provider_changed))
+    app.action(F.test_setup)(guarded(form.test_setup))
+    app.view(F.callback)(guarded(form.save))
+    app.view(F.saved_callback)(ack_only)

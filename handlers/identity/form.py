@@ -1,0 +1,223 @@
+"""Listeners of the identity modal: kind and provider switches, Auto create, Test email setup, Save changes."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from slack_bolt.async_app import AsyncAck
+from slack_sdk.errors import SlackApiError
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bot.services.errors import FormErrors, NotAllowed
+from bot.services.identities import IdentityDraft
+from bot.services.identities.providers import PROVIDERS
+from bot.services.registry import Services
+from handlers.blocks import limits_text
+from handlers.identity.form_view import FormMeta, FormValues, identity_form, saved_view
+from handlers.identity.ids import IdentityForm as F
+from handlers.state import errors_for_view, read_state
+from models import Identity, IdentityKind, SmtpSecurity
+
+log = logging.getLogger(__name__)
+
+
+def draft_from_view(view: dict[str, Any], meta: FormMeta) -> IdentityDraft:
+    values = read_state(view)
+    return IdentityDraft(
+        kind=values.get(F.kind) or meta.kind,
+        display_name=values.get(F.display_name),
+        company_name=values.get(F.company_name),
+        address=values.get(F.address),
+        hourly_limit=values.get(F.hourly_limit),
+        daily_limit=values.get(F.daily_limit),
+        forwarding_address=values.get(F.forwarding_address),
+        notices_channel=values.get(F.notices_channel),
+        esp_provider=values.get(F.provider),
+        smtp_host=values.get(F.smtp_host),
+        smtp_port=values.get(F.smtp_port),
+        smtp_security=values.get(F.smtp_security),
+        smtp_username=values.get(F.smtp_username),
+        smtp_password=values.get(F.smtp_password),
+        tracking_address=meta.tracking_address,
+        tested_fingerprint=meta.tested,
+    )
+
+
+def values_from_draft(draft: IdentityDraft) -> FormValues:
+    """What to show again when the form is rebuilt (never the password: Slack keeps what was typed there)."""
+    return FormValues(
+        kind=draft.kind,
+        display_name=draft.display_name,
+        company_name=draft.company_name,
+        address=draft.address,
+        hourly_limit=draft.hourly_limit,
+        daily_limit=draft.daily_limit,
+        forwarding_address=draft.forwarding_address,
+        notices_channel=draft.notices_channel,
+        provider=draft.esp_provider,
+        smtp_host=draft.smtp_host,
+        smtp_port=draft.smtp_port,
+        smtp_security=draft.smtp_security,
+        smtp_username=draft.smtp_username,
+    )
+
+
+def values_from_identity(identity: Identity) -> FormValues:
+    return FormValues(
+        kind=identity.kind,
+        display_name=identity.display_name,
+        company_name=identity.company_name,
+        address=identity.address,
+        forwarding_address=identity.forwarding_address,
+        notices_channel=identity.notices_channel,
+        provider=identity.esp_provider,
+        smtp_host=identity.smtp_host,
+        smtp_port=str(identity.smtp_port) if identity.smtp_port else None,
+        smtp_security=identity.smtp_security,
+        smtp_username=identity.smtp_username,
+    )
+
+
+def forget_test(meta: FormMeta) -> None:
+    """The settings are being replaced: drop the last test's result (and its fingerprint)."""
+    meta.test_state, meta.test_message, meta.tested = "none", None, None
+
+
+class IdentityFormListeners:
+    """Everything the identity modal sends while it is open."""
+
+    def __init__(self, services: Services) -> None:
+        self.services = services
+
+    def render(self, values: FormValues, meta: FormMeta, *, notice: str | None = None, limits: str | None = None):  # type: ignore[no-untyped-def]
+        return identity_form(
+            values, meta, platform_domain=self.services.domains.platform, notice=notice, current_limits=limits
+        )
+
+    async def _current_limits(self, meta: FormMeta) -> str | None:
+        if meta.identity_id is None:
+            return None
+        identity = await self.services.identities.get(meta.identity_id)
+        return limits_text(identity.hourly_limit, identity.daily_limit)
+
+    async def _update(self, client: AsyncWebClient, view: dict[str, Any], new_view: Any) -> dict[str, Any] | None:
+        try:
+            resp = await client.views_update(view_id=view["id"], hash=view.get("hash"), view=new_view)
+            return resp["view"]
+        except SlackApiError as exc:
+            if exc.response.get("error") == "hash_conflict":
+                log.info("view %s changed meanwhile; not overwriting it", view["id"])
+                return None
+            raise
+
+    async def kind_changed(self, ack: AsyncAck, body: dict[str, Any], client: AsyncWebClient) -> None:
+        """Platform ↔ company: rebuild the form in place, keeping what was typed."""
+        await ack()
+        view = body["view"]
+        meta = FormMeta.loads(view.get("private_metadata"))
+        draft = draft_from_view(view, meta)
+        meta.kind = draft.kind
+        meta.address_version += 1  # the address input changes type: give it a fresh block_id
+        forget_test(meta)
+        if meta.kind == IdentityKind.COMPANY and not meta.tracking_address:
+            meta.tracking_address = self.services.identities.new_tracking_address()
+        values = values_from_draft(draft)
+        if meta.kind == IdentityKind.COMPANY and not values.provider:
+            values.provider, values.smtp_port, values.smtp_security = "other", "587", SmtpSecurity.STARTTLS
+        await self._update(client, view, self.render(values, meta))
+
+    async def provider_changed(self, ack: AsyncAck, body: dict[str, Any], client: AsyncWebClient) -> None:
+        """A provider fills host, port and security (they stay editable)."""
+        await ack()
+        view = body["view"]
+        meta = FormMeta.loads(view.get("private_metadata"))
+        draft = draft_from_view(view, meta)
+        values = values_from_draft(draft)
+        provider = PROVIDERS.get(draft.esp_provider or "")
+        forget_test(meta)  # new server settings: an earlier result (or a test still running) no longer applies
+        if provider is not None:
+            values.smtp_host = provider.host or ""
+            values.smtp_port, values.smtp_security = str(provider.port), provider.security
+            meta.smtp_version += 1  # new block_ids, so Slack shows the provider's values
+        await self._update(client, view, self.render(values, meta, limits=await self._current_limits(meta)))
+
+    async def auto_create(self, ack: AsyncAck, body: dict[str, Any], client: AsyncWebClient) -> None:
+        """Fills the address with a free one derived from the display name, keeping everything else typed."""
+        await ack()
+        view = body["view"]
+        meta = FormMeta.loads(view.get("private_metadata"))
+        draft = draft_from_view(view, meta)
+        values = values_from_draft(draft)
+        notice = None
+        if (draft.display_name or "").strip():
+            values.address = await self.services.identities.suggest_address(draft.display_name)
+            meta.address_version += 1  # a new block_id, so Slack shows the new value instead of what was typed
+        else:
+            notice = "Enter the sender's display name first, then click Auto create."
+        await self._update(client, view, self.render(values, meta, notice=notice))
+
+    async def test_setup(self, ack: AsyncAck, body: dict[str, Any], client: AsyncWebClient) -> None:
+        """Ack at once, show "Testing…", run a real SMTP session, then show the result in the modal."""
+        await ack()
+        view = body["view"]
+        meta = FormMeta.loads(view.get("private_metadata"))
+        draft = draft_from_view(view, meta)
+        values = values_from_draft(draft)
+        limits = await self._current_limits(meta)
+        stored = await self.services.identities.get(meta.identity_id) if meta.identity_id else None
+        meta.test_state, meta.test_message, meta.tested = "testing", None, None
+        testing = await self._update(client, view, self.render(values, meta, limits=limits))
+        if testing is None:
+            return
+        result, fingerprint = await self.services.identities.test_setup(draft, stored=stored)
+        meta.test_state = "ok" if result.ok else "failed"
+        meta.test_message = result.message
+        meta.tested = fingerprint
+        await self._update(client, testing, self.render(values, meta, limits=limits))
+
+    async def save(self, ack: AsyncAck, body: dict[str, Any], view: dict[str, Any], context: dict[str, Any]) -> None:
+        meta = FormMeta.loads(view.get("private_metadata"))
+        draft = draft_from_view(view, meta)
+        user = body["user"]["id"]
+        identities = self.services.identities
+        try:
+            if meta.mode == "edit" and meta.identity_id is not None:
+                updated = await identities.update(meta.identity_id, draft, actor=user)
+                await ack(
+                    response_action="update",
+                    view=saved_view(
+                        updated.identity.address,
+                        updated.identity.notices_channel,
+                        increase_requested=None,
+                        edited=True,
+                    ),
+                )
+                await identities.announce_update(updated, actor=user)
+                await self.services.verification.after_update(updated, actor=user)
+                return
+            created = await identities.create(draft, actor=user, team_id=body["team"]["id"], view_id=view["id"])
+        except FormErrors as exc:
+            await ack(response_action="errors", errors=errors_for_view(view, exc.errors, fallback=F.display_name))
+            return
+        except NotAllowed as exc:
+            await ack(
+                response_action="errors",
+                errors=errors_for_view(view, {"display_name": str(exc)}, fallback=F.display_name),
+            )
+            return
+        request = created.limit_request
+        increase = limits_text(request.requested_hourly, request.requested_daily) if request else None
+        await ack(
+            response_action="update",
+            view=saved_view(
+                created.identity.address,
+                created.identity.notices_channel,
+                increase_requested=increase,
+                tracking_address=created.identity.tracking_address,
+            ),
+        )
+        if not created.duplicate:
+            await identities.announce(created)
+            if created.limit_request is not None:
+                await self.services.limits.post_request(created.limit_request.id)

@@ -1,0 +1,152 @@
+"""Channel and ephemeral messages about identities: details, list, help."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from slack_sdk.models.blocks import Block, HeaderBlock, MarkdownTextObject, SectionBlock
+
+from bot.services.identities.providers import SECURITY_LABELS
+from handlers.blocks import KIND_LABELS, STATUS_LABELS, Message, context, escape, limits_text, slack_date
+from handlers.identity.ids import COMMAND
+from handlers.identity.tracking import tracking_instructions
+from models import Identity, LimitRequest
+
+MAX_LISTED = 40
+
+
+def identity_details(identity: Identity, request: LimitRequest | None) -> list[Block]:
+    limits = limits_text(identity.hourly_limit, identity.daily_limit)
+    if request is not None and request.status == "pending":
+        limits += (
+            f"\n_Increase to {limits_text(request.requested_hourly, request.requested_daily)} "
+            "requested — waiting for a manager._"
+        )
+    fields = [
+        MarkdownTextObject(text=f"*Display name*\n{escape(identity.display_name)}"),
+        MarkdownTextObject(text=f"*Company*\n{escape(identity.company_name)}"),
+        MarkdownTextObject(text=f"*Email address*\n{escape(identity.address)}"),
+        MarkdownTextObject(text=f"*Kind*\n{KIND_LABELS.get(identity.kind, identity.kind)}"),
+        MarkdownTextObject(text=f"*Sending limits*\n{limits}"),
+        MarkdownTextObject(text=f"*Responses forwarded to*\n{escape(identity.forwarding_address)}"),
+        MarkdownTextObject(text=f"*Status*\n{STATUS_LABELS.get(identity.status, identity.status)}"),
+    ]
+    if identity.kind == "company":
+        security = SECURITY_LABELS.get(identity.smtp_security or "", identity.smtp_security or "")
+        fields.append(
+            MarkdownTextObject(
+                text=f"*SMTP server*\n{escape(identity.smtp_host or '')}:{identity.smtp_port} · "
+                f"{security.split(' (')[0]}"
+            )
+        )
+    blocks: list[Block] = [SectionBlock(fields=fields)]
+    if identity.tracking_address:
+        blocks.append(SectionBlock(text=MarkdownTextObject(text=tracking_instructions(identity.tracking_address))))
+    return blocks
+
+
+def identity_created(identity: Identity, request: LimitRequest | None) -> Message:
+    status = STATUS_LABELS.get(identity.status, identity.status)
+    return Message(
+        text=f"New email identity {identity.display_name} <{identity.address}> created. Status: {status}.",
+        blocks=[
+            HeaderBlock(text=f"New email identity: {identity.display_name}"[:150]),
+            *identity_details(identity, request),
+            context(f"Created by <@{identity.created_by}> on {slack_date(identity.created_at)}"),
+            context(
+                "Next: run the three verification steps (Sending, Receiving, Tracking) "
+                f"before sending with this identity. `{COMMAND} help` lists the commands."
+            ),
+        ],
+    )
+
+
+def identity_list(identities: list[Identity]) -> Message:
+    if not identities:
+        return Message(
+            text="No email identities yet.",
+            blocks=[
+                SectionBlock(
+                    text=MarkdownTextObject(
+                        text=f"No email identities in this workspace yet. Create one with `{COMMAND} new`."
+                    )
+                )
+            ],
+        )
+    lines = [
+        f"• *{escape(i.display_name)}* <{escape(i.address)}> — {STATUS_LABELS.get(i.status, i.status)} · "
+        f"{limits_text(i.hourly_limit, i.daily_limit)}"
+        for i in identities[:MAX_LISTED]
+    ]
+    blocks: list[Block] = [HeaderBlock(text=f"Email identities ({len(identities)})")]
+    # A section holds at most 3000 characters: chunk the lines.
+    chunk: list[str] = []
+    for line in lines:
+        if sum(len(x) + 1 for x in chunk) + len(line) > 2900:
+            blocks.append(SectionBlock(text=MarkdownTextObject(text="\n".join(chunk))))
+            chunk = []
+        chunk.append(line)
+    if chunk:
+        blocks.append(SectionBlock(text=MarkdownTextObject(text="\n".join(chunk))))
+    if len(identities) > MAX_LISTED:
+        blocks.append(context(f"…and {len(identities) - MAX_LISTED} more."))
+    return Message(text=f"{len(identities)} email identities.", blocks=blocks)
+
+
+HELP_LINES = [
+    (f"`{COMMAND} new`", "create an email identity (sender name, address, limits, response forwarding)"),
+    (f"`{COMMAND} list`", "the identities in this workspace and their status"),
+    (f"`{COMMAND} edit <address>`", "change an identity's names, forwarding address or SMTP settings"),
+    (f"`{COMMAND} verify <address>`", "post the three verification steps (Sending, Receiving, Tracking)"),
+    (f"`{COMMAND} show <address>`", "details, sending usage against the limits, and verification status"),
+    (f"`{COMMAND} limits <address>`", "change the sending limits (raising them above the defaults needs a manager)"),
+    (f"`{COMMAND} help`", "this message"),
+]
+
+
+def help_message(problem: str | None = None) -> Message:
+    text = "\n".join(f"{cmd} — {what}" for cmd, what in HELP_LINES)
+    blocks: list[Block] = []
+    if problem:
+        blocks.append(SectionBlock(text=MarkdownTextObject(text=f":warning: {escape(problem)}")))
+    blocks.append(SectionBlock(text=MarkdownTextObject(text=f"*Identity Bot commands*\n{text}")))
+    blocks.append(
+        context(
+            "Identities are the sender name and address your emails go out as. "
+            "Each one passes three verification steps before it is ready to use."
+        )
+    )
+    names = ", ".join(cmd.strip("`").split(" ")[1] for cmd, _ in HELP_LINES)
+    return Message(text=(f"{problem} " if problem else "") + f"Identity Bot commands: {names}.", blocks=blocks)
+
+
+def identity_updated(identity: Identity, changed: list[str], actor: str, when: datetime) -> Message:
+    labels = {
+        "display_name": "display name",
+        "company_name": "company name",
+        "forwarding_address": "response forwarding address",
+        "notices_channel": "notices channel",
+        "esp_provider": "email service provider",
+        "smtp_host": "SMTP server",
+        "smtp_port": "SMTP port",
+        "smtp_security": "SMTP security",
+        "smtp_username": "SMTP username",
+        "password": "SMTP password",
+    }
+    what = ", ".join(labels.get(c, c) for c in changed) or "nothing"
+    return Message(
+        text=f"Email identity {identity.address} updated: {what}.",
+        blocks=[
+            SectionBlock(
+                text=MarkdownTextObject(
+                    text=f":pencil2: *{escape(identity.display_name)}* <{escape(identity.address)}> was updated by "
+                    f"<@{actor}> on {slack_date(when)}.\nChanged: {what}."
+                )
+            ),
+            *identity_details(identity, None),
+        ],
+    )
+
+
+def problem_message(problem: str) -> Message:
+    return Message(text=problem, blocks=[SectionBlock(text=MarkdownTextObject(text=f":warning: {escape(problem)}"))])

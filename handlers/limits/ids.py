@@ -1,0 +1,17 @@
+"""The limits feature's ids: the Change limits modal and the approval request's buttons. Each string is typed once."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class Limits(StrEnum):
+    open = "limits-open"  # "Change limits" on the identity panel
+    callback = "limits-form"
+    done_callback = "limits-form-done"
+    hourly_limit = "hourly_limit"
+    daily_limit = "daily_limit"
+    reason = "reason"
+    approve = "limit-request-approve"
+    deny = "limit-request-deny"
+    decision_block = "decision"

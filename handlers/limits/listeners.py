@@ -1,0 +1,87 @@
+"""Listeners for changing limits and for managers' Approve / Deny buttons."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from slack_bolt.async_app import AsyncAck
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bot.services.errors import FormErrors, NotAllowed, NotFound
+from bot.services.limits import AlreadyDecided
+from bot.services.registry import Services
+from handlers.blocks import loading_view, problem_view
+from handlers.errors import tell_user
+from handlers.limits.ids import Limits as L
+from handlers.limits.views import already_decided, limits_done, limits_form
+from handlers.state import errors_for_view, read_state
+from models import Identity
+
+
+class LimitListeners:
+    def __init__(self, services: Services) -> None:
+        self.services = services
+
+    async def fill_form(self, client: AsyncWebClient, opened: dict[str, Any], identity: Identity) -> None:
+        """Replace the loading modal with the Change limits form."""
+        pending = await self.services.limits.pending_request(identity.id)
+        await client.views_update(view_id=opened["id"], hash=opened.get("hash"), view=limits_form(identity, pending))
+
+    async def open_from_button(self, ack: AsyncAck, body: dict[str, Any], client: AsyncWebClient) -> None:
+        await ack()
+        opened = (await client.views_open(trigger_id=body["trigger_id"], view=loading_view("Change limits")))["view"]
+        try:
+            identity = await self.services.identities.get(int(body["actions"][0]["value"]))
+        except (ValueError, NotFound):
+            identity = None
+        if identity is None or identity.team_id != body.get("team", {}).get("id"):
+            await client.views_update(
+                view_id=opened["id"], view=problem_view("Change limits", "This identity no longer exists.")
+            )
+            return
+        await self.fill_form(client, opened, identity)
+
+    async def submit(self, ack: AsyncAck, body: dict[str, Any], view: dict[str, Any]) -> None:
+        values = read_state(view)
+        user = body["user"]["id"]
+        try:
+            change = await self.services.limits.change(
+                int(view.get("private_metadata") or 0),
+                values.get(L.hourly_limit),
+                values.get(L.daily_limit),
+                values.get(L.reason),
+                actor=user,
+            )
+        except FormErrors as exc:
+            await ack(response_action="errors", errors=errors_for_view(view, exc.errors, fallback=L.hourly_limit))
+            return
+        except (NotAllowed, NotFound) as exc:
+            await ack(response_action="errors", errors={L.hourly_limit: str(exc)})
+            return
+        await ack(response_action="update", view=limits_done(change))
+        await self.services.limits.announce(change, actor=user)
+
+    async def _decide(self, approve: bool, ack: AsyncAck, body: dict[str, Any], client: AsyncWebClient) -> None:
+        await ack()
+        user = body["user"]["id"]
+        container = body.get("container") or {}
+        seen_in = (container["channel_id"], container["message_ts"]) if container.get("message_ts") else None
+        try:
+            await self.services.limits.decide(
+                int(body["actions"][0]["value"]),
+                approve=approve,
+                decider=user,
+                seen_in=seen_in,
+            )
+        except NotAllowed as exc:
+            await tell_user(client, body, f":no_entry: {exc} Nothing changed.")
+        except AlreadyDecided as exc:
+            await tell_user(client, body, already_decided(exc.request))
+        except (NotFound, ValueError):
+            await tell_user(client, body, "This limit request no longer exists.")
+
+    async def approve(self, ack: AsyncAck, body: dict[str, Any], client: AsyncWebClient) -> None:
+        await self._decide(True, ack, body, client)
+
+    async def deny(self, ack: AsyncAck, body: dict[str, Any], client: AsyncWebClient) -> None:
+        await self._decide(False, ack, body, client)

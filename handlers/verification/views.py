@@ -1,0 +1,284 @@
+"""The identity panel (details + the "Testing" section with its three steps) and the step history replies."""
+
+from __future__ import annotations
+
+from slack_sdk.models.blocks import (
+    ActionsBlock,
+    Block,
+    ButtonElement,
+    DividerBlock,
+    HeaderBlock,
+    InputBlock,
+    MarkdownTextObject,
+    PlainTextInputElement,
+    SectionBlock,
+)
+from slack_sdk.models.views import View
+
+from bot.services.gateway.window import LimitDecision
+from bot.services.notifier import StepEvent
+from bot.services.verification import CodeProblem, CodeSent, OtpCheck
+from bot.services.verification.otp import CODE_DIGITS, LIFETIME, MAX_WRONG
+from handlers.blocks import INPUT_ACTION, Message, context, escape, slack_date
+from handlers.identity.messages import identity_details
+from handlers.limits.ids import Limits as L
+from handlers.limits.views import usage_blocks
+from handlers.verification.ids import Verification as V
+from models import Identity, IdentityKind, IdentityStatus, LimitRequest, StepName, StepStatus, VerificationStep
+
+STEP_LABELS = {StepName.SENDING: "Sending", StepName.RECEIVING: "Receiving", StepName.TRACKING: "Tracking"}
+SEND_OTP = "Send Test Response Email"
+ENTER_OTP = "Enter OTP"
+LIFETIME_MINUTES = int(LIFETIME.total_seconds() // 60)
+
+STEP_HELP = {
+    StepName.SENDING: "Sends a real test email as this identity.",
+    StepName.RECEIVING: "Emails a one-time password to the response forwarding address; enter it here.",
+    StepName.TRACKING: "Sends a response email to this identity; its copy must reach the CC tracking address.",
+}
+BUTTONS = {
+    StepName.SENDING: [("Send Test Email", V.send_test_email)],
+    StepName.RECEIVING: [(SEND_OTP, V.send_otp), (ENTER_OTP, V.enter_otp)],
+    StepName.TRACKING: [("Send Response Email", V.send_response)],
+}
+
+
+def step_status_text(name: StepName, step: VerificationStep | None) -> str:
+    label = STEP_LABELS[name]
+    if step is None or step.status == StepStatus.NOT_RUN:
+        note = f" _{escape(step.detail)}_" if step is not None and step.detail else ""
+        return f":white_circle: Not run yet.{note}"
+    if step.status == StepStatus.PENDING:
+        if name == StepName.RECEIVING:
+            return ":hourglass_flowing_sand: Code sent: enter the one-time password from the email."
+        if name == StepName.TRACKING:
+            return ":hourglass_flowing_sand: In progress: waiting for the copy at the CC tracking address."
+        return ":hourglass_flowing_sand: In progress…"
+    if step.status == StepStatus.VERIFIED and step.verified_at is not None:
+        return f":white_check_mark: *{label} Verified* on {slack_date(step.verified_at)}"
+    when = f" on {slack_date(step.finished_at)}" if step.finished_at else ""
+    return f":x: *Failed*{when}: {escape(step.detail)}"
+
+
+def testing_blocks(identity: Identity, steps: dict[str, VerificationStep]) -> list[Block]:
+    blocks: list[Block] = [
+        DividerBlock(),
+        SectionBlock(text=MarkdownTextObject(text="*Testing* — three checks before this identity is used.")),
+    ]
+    for n, name in enumerate(StepName, start=1):
+        step = steps.get(name)
+        blocks.append(
+            SectionBlock(
+                block_id=V.step_block(name),
+                text=MarkdownTextObject(
+                    text=f"*{n}. {STEP_LABELS[name]}* — {STEP_HELP[name]}\n{step_status_text(name, step)}"
+                ),
+            )
+        )
+        busy = step is not None and step.status == StepStatus.PENDING and name != StepName.RECEIVING
+        blocks.append(
+            ActionsBlock(
+                block_id=V.step_actions(name),
+                elements=[
+                    ButtonElement(text=("Running…" if busy else text), action_id=action, value=str(identity.id))
+                    for text, action in BUTTONS[name]
+                ],
+            )
+        )
+    if identity.status == IdentityStatus.READY:
+        blocks.append(SectionBlock(text=MarkdownTextObject(text=":tada: *Email identity is ready to use.*")))
+    blocks.append(
+        ActionsBlock(
+            block_id=V.steps_actions,
+            elements=[ButtonElement(text="Change limits", action_id=L.open, value=str(identity.id))],
+        )
+    )
+    return blocks
+
+
+def identity_panel(
+    identity: Identity, steps: dict[str, VerificationStep], request: LimitRequest | None = None, *, new: bool = False
+) -> Message:
+    title = f"{'New email identity' if new else 'Email identity'}: {identity.display_name}"[:150]
+    verified = sum(1 for s in steps.values() if s.status == StepStatus.VERIFIED)
+    ready = identity.status == IdentityStatus.READY
+    state = "ready to use" if ready else f"{verified} of {len(StepName)} checks verified"
+    return Message(
+        text=f"{title} <{identity.address}> — {'Ready to use' if ready else 'Not verified'} ({state}).",
+        blocks=[
+            HeaderBlock(text=title),
+            *identity_details(identity, request),
+            *testing_blocks(identity, steps),
+            context(f"Created by <@{identity.created_by}> on {slack_date(identity.created_at)}"),
+        ],
+    )
+
+
+def identity_overview(
+    identity: Identity, steps: dict[str, VerificationStep], usage: LimitDecision, request: LimitRequest | None
+) -> Message:
+    """`/identity show`: details, usage against the limits, and where verification stands."""
+    lines = [f"*{STEP_LABELS[name]}:* {step_status_text(name, steps.get(name))}" for name in StepName]
+    return Message(
+        text=f"{identity.display_name} <{identity.address}>: sent {usage.sent_last_hour}/{identity.hourly_limit} "
+        f"in the last hour, {usage.sent_last_day}/{identity.daily_limit} in the last 24 hours.",
+        blocks=[
+            HeaderBlock(text=f"Email identity: {identity.display_name}"[:150]),
+            *identity_details(identity, request),
+            *usage_blocks(identity, usage),
+            SectionBlock(text=MarkdownTextObject(text="\n".join(lines))),
+        ],
+    )
+
+
+def step_event_text(identity: Identity, event: StepEvent) -> str:
+    """One line of the panel's history: what happened to a step."""
+    label = STEP_LABELS[event.step]
+    route = f" ({event.route})" if event.route else ""
+    if event.status == StepStatus.VERIFIED:
+        return f"{label} Verified"
+    if event.status == StepStatus.FAILED:
+        return f"{label} failed: {event.detail}"
+    if event.status == StepStatus.NOT_RUN:
+        names = " and ".join(STEP_LABELS[s] for s in event.reset or (event.step,))
+        return f"{names} must be verified again: {event.detail}"
+    if event.step == StepName.RECEIVING:
+        return f"Receiving: a one-time password was emailed to {event.sent_to}{route}; valid {LIFETIME_MINUTES} minutes"
+    if event.step == StepName.TRACKING:
+        where = (
+            f"the CC tracking address {identity.tracking_address}"
+            if identity.kind == IdentityKind.COMPANY
+            else "the platform's inbound server"
+        )
+        minutes = max(1, round(event.wait.total_seconds() / 60)) if event.wait else 0
+        return (
+            f"Tracking: response email sent to {event.sent_to}{route}; waiting up to {minutes} min for its copy at "
+            f"{where}"
+        )
+    return "Sending: test email on its way"
+
+
+def step_event_message(identity: Identity, event: StepEvent) -> Message:
+    icon = {
+        StepStatus.VERIFIED: ":white_check_mark:",
+        StepStatus.FAILED: ":x:",
+        StepStatus.PENDING: ":hourglass_flowing_sand:",
+    }.get(event.status, ":information_source:")
+    what = step_event_text(identity, event)
+    by = f" (by <@{event.actor}>)" if event.actor and event.actor.startswith(("U", "W")) else ""
+    text = f"{icon} {slack_date(event.at)} — {escape(what)}{by}"
+    return Message(
+        text=f"{identity.address}: {what}",
+        blocks=[SectionBlock(text=MarkdownTextObject(text=text[:3000]))],
+    )
+
+
+def ready_message(identity: Identity) -> Message:
+    return Message(
+        text=f"Email identity is ready to use: {identity.address}",
+        blocks=[
+            SectionBlock(
+                text=MarkdownTextObject(
+                    text=f":tada: *Email identity is ready to use:* {escape(identity.display_name)} "
+                    f"<{escape(identity.address)}> passed Sending, Receiving and Tracking."
+                )
+            )
+        ],
+    )
+
+
+def otp_form(identity_id: int, identity: Identity | None = None) -> View:
+    """The OTP modal. Opened at once from the button (trigger ids expire); the identity's details follow."""
+    if identity is not None:
+        text = (
+            f"We emailed a one-time password to *{escape(identity.forwarding_address)}* for "
+            f"*{escape(identity.address)}*. Enter the {CODE_DIGITS} digits from that email. It is valid for "
+            f"{LIFETIME_MINUTES} minutes."
+        )
+    else:
+        text = (
+            f"Enter the {CODE_DIGITS} digits from the email with your one-time password. It is valid for "
+            f"{LIFETIME_MINUTES} minutes."
+        )
+    return View(
+        type="modal",
+        callback_id=V.otp_callback,
+        title="Receiving verification",
+        submit="Verify",
+        close="Cancel",
+        private_metadata=str(identity_id),
+        blocks=[
+            SectionBlock(text=MarkdownTextObject(text=text)),
+            InputBlock(
+                block_id=V.otp_block,
+                label="One-time password",
+                element=PlainTextInputElement(action_id=INPUT_ACTION, placeholder="123456", max_length=12),
+            ),
+        ],
+    )
+
+
+def otp_done(identity: Identity) -> View:
+    return View(
+        type="modal",
+        callback_id=V.otp_done_callback,
+        title="Receiving verification",
+        close="Done",
+        blocks=[
+            SectionBlock(
+                text=MarkdownTextObject(
+                    text=f":white_check_mark: *Receiving Verified* for {escape(identity.address)}: responses reach "
+                    f"{escape(identity.forwarding_address)}."
+                )
+            )
+        ],
+    )
+
+
+def code_sent_text(outcome: CodeSent) -> str:
+    """What the person who asked for a one-time password hears: where it went, or that it did not go and why."""
+    if not outcome.sent:
+        return (
+            f":x: The code could not be emailed to {escape(outcome.to)}: {escape(outcome.problem or '')} "
+            "Fix the response forwarding address (or ask an administrator about the mail relay), then click "
+            f"*{SEND_OTP}* again."
+        )
+    return (
+        f":envelope: A one-time password was emailed to {escape(outcome.to)} ({escape(outcome.route or '')}); it is "
+        f"valid for {LIFETIME_MINUTES} minutes. Click *{ENTER_OTP}* when it arrives."
+    )
+
+
+CODE_PROBLEMS = {
+    CodeProblem.NONE_SENT: f"No code has been sent yet. Click “{SEND_OTP}” first.",
+    CodeProblem.USED: f"This code was already used. Click “{SEND_OTP}” for a new one.",
+    CodeProblem.LOCKED: f"This code is locked after {MAX_WRONG} wrong tries. Click “{SEND_OTP}” for a new one.",
+    CodeProblem.EXPIRED: (
+        f"This code has expired (codes are valid for {LIFETIME_MINUTES} minutes). Click “{SEND_OTP}” for a new one."
+    ),
+    CodeProblem.REPLACED: f"A newer code was sent; use that one, or click “{SEND_OTP}” for a new one.",
+    CodeProblem.RESET: (
+        f"The response forwarding address changed since this code was sent. Click “{SEND_OTP}” for a new one."
+    ),
+    CodeProblem.OLD_ADDRESS: f"This code was sent to an earlier forwarding address. Click “{SEND_OTP}” for a new one.",
+    CodeProblem.EARLIER_CHECK: f"This code belongs to an earlier check. Click “{SEND_OTP}” for a new one.",
+}
+
+
+def code_problem_text(check: OtpCheck) -> str:
+    """Why a typed code did not verify, and what to do (shown on the OTP modal's input)."""
+    left = check.attempts_left
+    tries = f"{left} attempt{'s' if left != 1 else ''} left"
+    if check.problem == CodeProblem.MALFORMED:
+        return f"The code is the {CODE_DIGITS} digits from the email ({tries})."
+    if check.problem == CodeProblem.WRONG:
+        return f"That code is wrong. {tries.capitalize()}."
+    return CODE_PROBLEMS.get(check.problem or CodeProblem.NONE_SENT, "This code no longer works.")
+
+
+def resend_too_soon(seconds: int) -> str:
+    return f":hourglass_flowing_sand: A code was sent moments ago. You can ask for a new one in {seconds} seconds."
+
+
+def already_running(step: StepName) -> str:
+    return f":hourglass_flowing_sand: {STEP_LABELS[step]} verification is already running."

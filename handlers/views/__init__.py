@@ -1,1 +1,0 @@
-"""Block Kit views and messages, built with slack_sdk.models so Slack's limits are checked before sending."""

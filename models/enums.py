@@ -1,0 +1,82 @@
+"""The product's vocabularies: every status and kind stored in the database, one StrEnum each.
+
+The columns holding them are CHECK-constrained to exactly these values (migration 0005), so a typo can never be
+stored; code compares against the members, never against string literals."""
+
+from __future__ import annotations
+
+import enum
+
+
+class IdentityKind(enum.StrEnum):
+    PLATFORM = "platform"  # an address on the platform domain, sent through the platform relay
+    COMPANY = "company"  # the customer's own address, sent through the customer's SMTP server
+
+
+class IdentityStatus(enum.StrEnum):
+    NOT_VERIFIED = "not_verified"
+    READY = "ready"
+
+
+class StepName(enum.StrEnum):
+    SENDING = "sending"
+    RECEIVING = "receiving"
+    TRACKING = "tracking"
+
+
+class StepStatus(enum.StrEnum):
+    NOT_RUN = "not_run"
+    PENDING = "pending"
+    VERIFIED = "verified"
+    FAILED = "failed"
+
+
+class LimitRequestStatus(enum.StrEnum):
+    PENDING = "pending"
+    APPROVED = "approved"
+    DENIED = "denied"
+    SUPERSEDED = "superseded"
+
+
+class SmtpSecurity(enum.StrEnum):
+    """How a session to a mail server is protected. Customer servers use STARTTLS or SSL; NONE is only for the
+    platform's own relay and loopback servers."""
+
+    STARTTLS = "starttls"
+    SSL = "ssl"
+    NONE = "none"
+
+
+class OtpCloseReason(enum.StrEnum):
+    """Why a one-time password stopped working."""
+
+    USED = "used"
+    LOCKED = "locked"
+    EXPIRED = "expired"
+    REPLACED = "replaced"
+    RESET = "reset"  # the forwarding address changed after it was sent
+
+
+class MessageKind(enum.StrEnum):
+    """What an incoming message is, as the classifier decided."""
+
+    VERIFICATION = "verification"
+    BOUNCE = "bounce"
+    COMPLAINT = "complaint"
+    AUTO_REPLY = "auto_reply"
+    LOOP = "loop"
+    UNSUBSCRIBE = "unsubscribe"
+    LEAD = "lead"
+
+
+class SuppressionReason(enum.StrEnum):
+    HARD_BOUNCE = "hard_bounce"
+    COMPLAINT = "complaint"
+    UNSUBSCRIBE = "unsubscribe"
+
+
+class SlotState(enum.StrEnum):
+    """A sending slot in the sliding window."""
+
+    RESERVED = "reserved"  # counted from the moment it is taken; a crash mid-relay keeps it counted (the safe side)
+    SENT = "sent"
