@@ -69,10 +69,26 @@ class Database:
             return False
         return True
 
-    async def upgrade(self) -> None:
-        """Apply every pending migration (idempotent; safe to call on each start)."""
-        async with self.engine.begin() as conn:
-            await conn.run_sync(_run_upgrade)
+    async def upgrade(self, revision: str = "head") -> None:
+        """Apply every pending migration (idempotent; safe to call on each start).
+
+        On SQLite, foreign keys are off while migrations run: SQLite changes a table by rebuilding it, and dropping
+        the old copy with foreign keys on would cascade-delete every row that refers to it. The references are
+        checked once the migrations are done."""
+        async with self.engine.connect() as conn:
+            driver = (await conn.get_raw_connection()).driver_connection if self.is_sqlite else None
+            if driver is not None:
+                await driver.execute("PRAGMA foreign_keys=OFF")  # outside any transaction, where SQLite honours it
+            try:
+                async with conn.begin():
+                    await conn.run_sync(_run_upgrade, revision)
+                    if driver is not None:
+                        broken = (await conn.exec_driver_sql("PRAGMA foreign_key_check")).all()
+                        if broken:
+                            raise RuntimeError(f"migration left {len(broken)} broken reference(s); rolled back")
+            finally:
+                if driver is not None:
+                    await driver.execute("PRAGMA foreign_keys=ON")
 
     async def dispose(self) -> None:
         await self.engine.dispose()
@@ -105,10 +121,10 @@ def _alembic_config(connection: Connection | None = None) -> Any:
     return cfg
 
 
-def _run_upgrade(connection: Connection) -> None:
+def _run_upgrade(connection: Connection, revision: str) -> None:
     from alembic import command
 
-    command.upgrade(_alembic_config(connection), "head")
+    command.upgrade(_alembic_config(connection), revision)
 
 
 def _sqlite_immediate_transactions(engine: AsyncEngine) -> None:

@@ -8,8 +8,19 @@ from typing import Any
 from sqlalchemy import JSON, CheckConstraint, ForeignKey, Index, LargeBinary, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
-from models.base import Base, utcnow
-from models.enums import IdentityStatus, LimitRequestStatus, StepStatus
+from models.base import Base, utcnow, vocabulary
+from models.enums import (
+    IdentityKind,
+    IdentityStatus,
+    LimitRequestStatus,
+    MessageKind,
+    OtpCloseReason,
+    SlotState,
+    SmtpSecurity,
+    StepName,
+    StepStatus,
+    SuppressionReason,
+)
 
 DEFAULT_HOURLY_LIMIT = 40
 DEFAULT_DAILY_LIMIT = 200
@@ -28,7 +39,7 @@ class Identity(Base):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     team_id: Mapped[str] = mapped_column(String(32), index=True)
-    kind: Mapped[str] = mapped_column(String(16))
+    kind: Mapped[IdentityKind] = mapped_column(vocabulary(IdentityKind, "kind"))
     display_name: Mapped[str] = mapped_column(String(100))
     company_name: Mapped[str] = mapped_column(String(100))
     address: Mapped[str] = mapped_column(String(254), unique=True)
@@ -37,7 +48,9 @@ class Identity(Base):
     forwarding_address: Mapped[str] = mapped_column(String(254))
     notices_channel: Mapped[str] = mapped_column(String(32))
     created_by: Mapped[str] = mapped_column(String(32))
-    status: Mapped[str] = mapped_column(String(16), default=IdentityStatus.NOT_VERIFIED.value)
+    status: Mapped[IdentityStatus] = mapped_column(
+        vocabulary(IdentityStatus, "status"), default=IdentityStatus.NOT_VERIFIED
+    )
     # The Slack view that created it: a repeated submission of the same view creates nothing new.
     created_from_view: Mapped[str | None] = mapped_column(String(64), unique=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
@@ -47,7 +60,7 @@ class Identity(Base):
     esp_provider: Mapped[str | None] = mapped_column(String(32))
     smtp_host: Mapped[str | None] = mapped_column(String(253))
     smtp_port: Mapped[int | None]
-    smtp_security: Mapped[str | None] = mapped_column(String(16))  # "starttls" or "ssl"
+    smtp_security: Mapped[SmtpSecurity | None] = mapped_column(vocabulary(SmtpSecurity, "smtp_security"))
     smtp_username: Mapped[str | None] = mapped_column(String(254))
     smtp_password_encrypted: Mapped[str | None] = mapped_column(Text)  # Fernet token, never the password
     # Where the customer's mailbox forwards copies of replies (unique, unguessable).
@@ -90,7 +103,9 @@ class LimitRequest(Base):
     requested_hourly: Mapped[int]
     requested_daily: Mapped[int]
     reason: Mapped[str] = mapped_column(Text, default="")
-    status: Mapped[str] = mapped_column(String(16), default=LimitRequestStatus.PENDING.value)
+    status: Mapped[LimitRequestStatus] = mapped_column(
+        vocabulary(LimitRequestStatus, "status"), default=LimitRequestStatus.PENDING
+    )
     decided_by: Mapped[str | None] = mapped_column(String(32))
     decided_at: Mapped[datetime | None]
     # Where the request was posted ([{"channel": ..., "ts": ...}]) so the decision can update it in place.
@@ -109,8 +124,8 @@ class VerificationStep(Base):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     identity_id: Mapped[int] = mapped_column(ForeignKey("identities.id", ondelete="CASCADE"))
-    step: Mapped[str] = mapped_column(String(16))
-    status: Mapped[str] = mapped_column(String(16), default=StepStatus.NOT_RUN.value)
+    step: Mapped[StepName] = mapped_column(vocabulary(StepName, "step"))
+    status: Mapped[StepStatus] = mapped_column(vocabulary(StepStatus, "status"), default=StepStatus.NOT_RUN)
     attempt: Mapped[int] = mapped_column(default=0)
     detail: Mapped[str] = mapped_column(Text, default="")
     started_at: Mapped[datetime | None]
@@ -134,9 +149,9 @@ class OtpChallenge(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     expires_at: Mapped[datetime]
     failed_attempts: Mapped[int] = mapped_column(default=0)
-    # Set once: used (right code), locked (too many wrong ones) or replaced (a new code was sent).
+    # Set once, with why the code stopped working (used, locked, expired, replaced, reset).
     closed_at: Mapped[datetime | None]
-    closed_reason: Mapped[str | None] = mapped_column(String(16))
+    closed_reason: Mapped[OtpCloseReason | None] = mapped_column(vocabulary(OtpCloseReason, "closed_reason"))
 
 
 class InboundMessage(Base):
@@ -156,7 +171,7 @@ class InboundMessage(Base):
     # Message-ID + content hash: a redelivered duplicate is stored once.
     dedup_key: Mapped[str] = mapped_column(String(128), unique=True)
     identity_id: Mapped[int | None] = mapped_column(ForeignKey("identities.id", ondelete="SET NULL"), index=True)
-    classification: Mapped[str | None] = mapped_column(String(32))
+    classification: Mapped[MessageKind | None] = mapped_column(vocabulary(MessageKind, "classification", 32))
     classified_by: Mapped[str | None] = mapped_column(String(64))
     processed_at: Mapped[datetime | None]
     forwarded_at: Mapped[datetime | None]
@@ -169,7 +184,7 @@ class Suppression(Base):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     address: Mapped[str] = mapped_column(String(320), unique=True)
-    reason: Mapped[str] = mapped_column(String(32))
+    reason: Mapped[SuppressionReason] = mapped_column(vocabulary(SuppressionReason, "reason", 32))
     source_message_id: Mapped[int | None] = mapped_column(ForeignKey("inbound_messages.id", ondelete="SET NULL"))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
@@ -185,7 +200,7 @@ class SentMessage(Base):
     sent_at: Mapped[datetime]
     recipients: Mapped[int] = mapped_column(default=1)
     # Reserved before relaying; removed if the relay fails before the server accepts the message.
-    state: Mapped[str] = mapped_column(String(16), default="reserved")
+    state: Mapped[SlotState] = mapped_column(vocabulary(SlotState, "state"), default=SlotState.RESERVED)
 
 
 class GatewayCredential(Base):

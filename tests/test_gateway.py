@@ -17,8 +17,8 @@ import aiosmtplib
 import pytest
 from sqlalchemy import func, select
 
-from bot.services.errors import NotFound
 from bot.cli import main as cli_main
+from bot.services.errors import NotFound
 from bot.services.gateway import Submission
 from bot.services.gateway.credentials import GatewayCredentials, IssuedCredential, verify_password
 from bot.services.gateway.window import LimitDecision, SendingLimits

@@ -12,11 +12,10 @@ from email.parser import BytesParser
 import pytest
 from sqlalchemy import select
 
-from bot.mail.messages import FORWARDED_HEADER
-from bot.services.incoming import IncomingMail
-from bot.services.incoming.rules import classify
 from bot.mail.domains import PlatformDomains
-from bot.services.incoming import InboundStore
+from bot.mail.messages import FORWARDED_HEADER
+from bot.services.incoming import InboundStore, IncomingMail
+from bot.services.incoming.rules import classify
 from bot.services.incoming.store import dedup_key, message_id_of
 from models import AuditEvent, Database, Identity, InboundMessage, Suppression
 from tests.test_classifier import (
