@@ -16,6 +16,7 @@ demo: $(STAMP)
 	$(BIN)/identity-bot demo
 
 test: $(STAMP)
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -q
 
 run: $(STAMP)

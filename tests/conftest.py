@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import logging
 import os
-import tempfile
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -31,23 +29,12 @@ CHANNEL = "C_TEAM"
 
 _pg_state: dict[str, str | None] = {}
 
-# Everything the whole run logs, at DEBUG, goes to this file too: tests/test_zz_scopes.py greps it for the
-# test passwords (logs must never contain a secret).
-SUITE_LOG = Path(tempfile.gettempdir()) / f"identity-bot-suite-{os.getpid()}.log"
+# Whole-run checks (scopes, secrets in the log) live in tests/suite_checks.py, a plugin: no test has to run last.
+pytest_plugins = ["tests.suite_checks"]
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    handler = logging.FileHandler(SUITE_LOG, mode="w", encoding="utf-8")
-    handler.setLevel(logging.DEBUG)
-    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
-    root = logging.getLogger()
-    root.addHandler(handler)
-    root.setLevel(logging.DEBUG)
     quiet_libraries()  # as the runtime does; also keeps the test mail servers from logging AUTH lines
-
-
-# Every Web API method the app called during this run: tests/test_zz_scopes.py checks them against the manifest.
-SEEN_METHODS: set[str] = set()
 
 
 async def postgres_problem() -> str | None:
@@ -182,7 +169,9 @@ async def fake_slack() -> AsyncIterator[FakeSlack]:
     for user in (LEAD, "U_OTHER", "U_MANAGER", "U_MANAGER2"):
         fake.add_user(user)
     yield fake
-    SEEN_METHODS.update(call.method for call in fake.calls)
+    from tests.suite_checks import COLLECTOR
+
+    COLLECTOR.methods.update(call.method for call in fake.calls)
     await fake.stop()
 
 

@@ -7,6 +7,7 @@ import pytest
 from bot.mail.messages import TOKEN_PATTERN
 from bot.mail.mime import strip_quoted
 from bot.services.incoming.rules import RULE_NAMES, Classification, classify
+from models import MessageKind
 
 TOKEN = "IDBOT-ABCDEFGHIJKLMNOPQRSTUVWX23"
 
@@ -444,60 +445,84 @@ CASES: list[tuple[str, bytes, Classification]] = [
     (
         "postfix dsn 5.1.1",
         POSTFIX_DSN_5XX,
-        Classification("bounce", "dsn-report", addresses=("nobody@customer.example.org",)),
+        Classification(MessageKind.BOUNCE, "dsn-report", addresses=("nobody@customer.example.org",)),
     ),
-    ("transient 4.x.x dsn", POSTFIX_DSN_DELAYED, Classification("bounce", "dsn-report")),
+    ("transient 4.x.x dsn", POSTFIX_DSN_DELAYED, Classification(MessageKind.BOUNCE, "dsn-report")),
     (
         "arf complaint",
         ARF_COMPLAINT,
-        Classification("complaint", "arf-report", addresses=("complainer@customer.example.org",)),
+        Classification(MessageKind.COMPLAINT, "arf-report", addresses=("complainer@customer.example.org",)),
     ),
     (
         "arf complaint, redacted fields",
         ARF_WITHOUT_RCPT_FIELD,
-        Classification("complaint", "arf-report", addresses=("complainer@customer.example.org",)),
+        Classification(MessageKind.COMPLAINT, "arf-report", addresses=("complainer@customer.example.org",)),
     ),
     (
         "gmail non-standard bounce",
         GMAIL_NONSTANDARD_BOUNCE,
-        Classification("bounce", "mailer-daemon-bounce", addresses=("lead.gone@example.org",)),
+        Classification(MessageKind.BOUNCE, "mailer-daemon-bounce", addresses=("lead.gone@example.org",)),
     ),
-    ("auto-submitted auto-replied", VACATION_AUTO_SUBMITTED, Classification("auto_reply", "auto-submitted-header")),
-    ("exchange ooo by subject only", EXCHANGE_OOO_SUBJECT_ONLY, Classification("auto_reply", "out-of-office-subject")),
-    ("german abwesenheitsnotiz", GERMAN_ABWESENHEITSNOTIZ, Classification("auto_reply", "out-of-office-subject")),
-    ("x-auto-response-suppress is not a mark", OUTLOOK_REPLY_WITH_SUPPRESS_HEADER, Classification("lead", "default")),
-    ("quoted unsubscribe, real question", QUOTED_UNSUBSCRIBE_REAL_QUESTION, Classification("lead", "default")),
-    ("outlook-quoted opt-out phrase", OUTLOOK_QUOTED_UNSUBSCRIBE, Classification("lead", "default")),
-    ("html reply quoting unsubscribe", HTML_QUOTED_UNSUBSCRIBE, Classification("lead", "default")),
+    (
+        "auto-submitted auto-replied",
+        VACATION_AUTO_SUBMITTED,
+        Classification(MessageKind.AUTO_REPLY, "auto-submitted-header"),
+    ),
+    (
+        "exchange ooo by subject only",
+        EXCHANGE_OOO_SUBJECT_ONLY,
+        Classification(MessageKind.AUTO_REPLY, "out-of-office-subject"),
+    ),
+    (
+        "german abwesenheitsnotiz",
+        GERMAN_ABWESENHEITSNOTIZ,
+        Classification(MessageKind.AUTO_REPLY, "out-of-office-subject"),
+    ),
+    (
+        "x-auto-response-suppress is not a mark",
+        OUTLOOK_REPLY_WITH_SUPPRESS_HEADER,
+        Classification(MessageKind.LEAD, "default"),
+    ),
+    (
+        "quoted unsubscribe, real question",
+        QUOTED_UNSUBSCRIBE_REAL_QUESTION,
+        Classification(MessageKind.LEAD, "default"),
+    ),
+    ("outlook-quoted opt-out phrase", OUTLOOK_QUOTED_UNSUBSCRIBE, Classification(MessageKind.LEAD, "default")),
+    ("html reply quoting unsubscribe", HTML_QUOTED_UNSUBSCRIBE, Classification(MessageKind.LEAD, "default")),
     (
         "please remove me",
         PLEASE_REMOVE_ME,
-        Classification("unsubscribe", "unsubscribe-phrase", addresses=("sam@customer.example.org",)),
+        Classification(MessageKind.UNSUBSCRIBE, "unsubscribe-phrase", addresses=("sam@customer.example.org",)),
     ),
     (
         "german abmelden",
         GERMAN_UNSUBSCRIBE,
-        Classification("unsubscribe", "unsubscribe-phrase", addresses=("lena@kunde.example.de",)),
+        Classification(MessageKind.UNSUBSCRIBE, "unsubscribe-phrase", addresses=("lena@kunde.example.de",)),
     ),
     (
         "forwarded copy, token only in body",
         GMAIL_FORWARDED_TOKEN_IN_BODY,
-        Classification("verification", "own-token", tokens=(TOKEN,)),
+        Classification(MessageKind.VERIFICATION, "own-token", tokens=(TOKEN,)),
     ),
     (
         "forwarded as attachment",
         FORWARDED_AS_ATTACHMENT,
-        Classification("verification", "own-token", tokens=(TOKEN,)),
+        Classification(MessageKind.VERIFICATION, "own-token", tokens=(TOKEN,)),
     ),
-    ("own verification mail", OWN_VERIFICATION_DIRECT, Classification("verification", "own-token", tokens=(TOKEN,))),
+    (
+        "own verification mail",
+        OWN_VERIFICATION_DIRECT,
+        Classification(MessageKind.VERIFICATION, "own-token", tokens=(TOKEN,)),
+    ),
     (
         "bounce of a verification mail",
         BOUNCED_VERIFICATION,
-        Classification("bounce", "dsn-report", addresses=("nobody@customer.example.org",)),
+        Classification(MessageKind.BOUNCE, "dsn-report", addresses=("nobody@customer.example.org",)),
     ),
-    ("our own forwarded lead", OWN_FORWARDED_LEAD, Classification("loop", "own-forward")),
-    ("bulk newsletter", NEWSLETTER_BULK, Classification("auto_reply", "precedence-header")),
-    ("auto-submitted: no", AUTO_SUBMITTED_NO, Classification("lead", "default")),
+    ("our own forwarded lead", OWN_FORWARDED_LEAD, Classification(MessageKind.LOOP, "own-forward")),
+    ("bulk newsletter", NEWSLETTER_BULK, Classification(MessageKind.AUTO_REPLY, "precedence-header")),
+    ("auto-submitted: no", AUTO_SUBMITTED_NO, Classification(MessageKind.LEAD, "default")),
 ]
 
 
@@ -523,7 +548,7 @@ def test_classify(raw: bytes, expected: Classification) -> None:
 )
 def test_out_of_office_subjects_in_several_languages(subject: str) -> None:
     raw = f"From: sam@customer.example.org\nTo: jane.doe@platform.example.com\nSubject: {subject}\n\nAway.\n"
-    assert classify(raw.encode()) == Classification("auto_reply", "out-of-office-subject")
+    assert classify(raw.encode()) == Classification(MessageKind.AUTO_REPLY, "out-of-office-subject")
 
 
 @pytest.mark.parametrize(
@@ -532,7 +557,7 @@ def test_out_of_office_subjects_in_several_languages(subject: str) -> None:
 )
 def test_vendor_auto_reply_headers(header: str) -> None:
     raw = f"From: sam@customer.example.org\nSubject: Re: Quick question\n{header}\n\nAway.\n"
-    assert classify(raw.encode()) == Classification("auto_reply", "autoreply-header")
+    assert classify(raw.encode()) == Classification(MessageKind.AUTO_REPLY, "autoreply-header")
 
 
 @pytest.mark.parametrize(
@@ -549,12 +574,14 @@ def test_vendor_auto_reply_headers(header: str) -> None:
 )
 def test_unsubscribe_phrases(text: str) -> None:
     raw = f"From: Sam <sam@customer.example.org>\nSubject: Re: Quick question\n\n{text}\n".encode()
-    assert classify(raw) == Classification("unsubscribe", "unsubscribe-phrase", addresses=("sam@customer.example.org",))
+    assert classify(raw) == Classification(
+        MessageKind.UNSUBSCRIBE, "unsubscribe-phrase", addresses=("sam@customer.example.org",)
+    )
 
 
 def test_garbage_is_a_lead_not_an_exception() -> None:
-    assert classify(b"\x00\xff not a message at all").kind == "lead"
-    assert classify(b"").kind == "lead"
+    assert classify(b"\x00\xff not a message at all").kind == MessageKind.LEAD
+    assert classify(b"").kind == MessageKind.LEAD
 
 
 def test_interleaved_reply_keeps_own_lines_only() -> None:

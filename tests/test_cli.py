@@ -10,7 +10,7 @@ from pathlib import Path
 
 from sqlalchemy import select
 
-from models import Database, GatewayCredential, Identity
+from models import Database, GatewayCredential, Identity, IdentityKind
 
 
 def cli(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
@@ -36,7 +36,7 @@ async def test_db_upgrade_then_credentials_issue_prints_them_once_and_stores_a_h
         session.add(
             Identity(
                 team_id="T",
-                kind="platform",
+                kind=IdentityKind.PLATFORM,
                 display_name="Lea",
                 company_name="N",
                 address="lea@mail.example.com",

@@ -13,7 +13,7 @@ from sqlalchemy import func, select
 from bot.mail.diagnosis import SUCCESS_PROMPT
 from bot.sandbox import FakeSlack
 from handlers.identity.ids import IdentityForm as F
-from models import AuditEvent, Identity
+from models import AuditEvent, Identity, IdentityKind, SmtpSecurity
 from tests.companymail import APP_PASSWORD, COMPANY_ADDRESS, FORWARDING_ADDRESS, CompanyMail, start_company_mail
 from tests.conftest import CHANNEL, TRACKING_DOMAIN, Bot, start_bot
 from tests.mailservers import TestCA, mail_ca, start_silent_server, start_smtp_server, untrusted_ca  # noqa: F401
@@ -57,7 +57,7 @@ def block(view: dict, base: str) -> dict:
 async def open_company_form(bot: Bot) -> str:
     view = await bot.open_new_identity_form()
     mark = bot.fake.mark()
-    await bot.slack.choose(view["id"], F.kind, "company")
+    await bot.slack.choose(view["id"], F.kind, IdentityKind.COMPANY)
     updated = (await bot.fake.wait_for("views.update", after=mark)).response["view"]
     assert block(updated, F.smtp_host)["type"] == "input"
     assert TRACKING_DOMAIN in block(updated, F.tracking)["text"]["text"]
@@ -72,7 +72,7 @@ def fill_company(bot: Bot, view_id: str, company: CompanyMail, **overrides: str)
         F.forwarding_address: FORWARDING_ADDRESS,
         F.smtp_host: "127.0.0.1",
         F.smtp_port: str(company.submission.port),
-        F.smtp_security: "starttls",
+        F.smtp_security: SmtpSecurity.STARTTLS,
         F.smtp_password: APP_PASSWORD,
     }
     fields.update(overrides)
@@ -333,7 +333,7 @@ async def test_secrets_rotate_reencrypts_under_the_new_key(tmp_path: Path, sqlit
         session.add(
             Identity(
                 team_id="T",
-                kind="company",
+                kind=IdentityKind.COMPANY,
                 display_name="J",
                 company_name="A",
                 address="j@a.example.com",

@@ -32,7 +32,7 @@ from bot.mail.messages import FORWARDED_HEADER, TOKEN_HEADER
 from bot.sandbox import FakeSlack, SlackClient
 from bot.services.incoming.store import MAX_CONCURRENT_PROCESSING
 from handlers.verification.ids import Verification as V
-from models import Database, Identity, InboundMessage, VerificationStep
+from models import Database, Identity, InboundMessage, MessageKind, StepStatus, VerificationStep
 from tests.companymail import CompanyMail, start_company_mail
 from tests.conftest import BOT_TOKEN, PLATFORM_DOMAIN, SIGNING_SECRET, TEAM, TRACKING_DOMAIN, Bot
 from tests.mailservers import Delivery, TestCA, free_port, mail_ca_fixture, start_smtp_server  # noqa: F401
@@ -386,7 +386,7 @@ async def test_a_pending_tracking_check_completes_when_its_copy_arrives_after_a_
     await panel_says(bot.fake, identity, "Tracking Verified", after=mark)
 
     step = await tracking_step(db, identity)
-    assert step.status == "verified" and step.verified_at is not None
+    assert step.status == StepStatus.VERIFIED and step.verified_at is not None
     # (Its classification is written after the panel update, with nothing observable after it: not checked here;
     # the next test checks it once start-up recovery says it is done.)
     assert len(await stored_with(db, token)) == 1
@@ -492,9 +492,11 @@ async def test_a_copy_accepted_right_before_a_sigkill_is_processed_on_restart(
     await panel_says(bot.fake, identity, "Tracking Verified", after=mark)
     await bot.wait_for_line(RECOVERED_LINE)
     step = await tracking_step(db, identity)
-    assert step.status == "verified" and step.verified_at is not None
+    assert step.status == StepStatus.VERIFIED and step.verified_at is not None
     copies = await stored_with(db, token)
-    assert len(copies) == 1 and copies[0].classification == "verification" and copies[0].processed_at is not None
+    assert (
+        len(copies) == 1 and copies[0].classification == MessageKind.VERIFICATION and copies[0].processed_at is not None
+    )
 
     # The forwarder delivers the same copy again (a retry, a second MX): still one stored message.
     reply = await deliver(bot, identity.address, identity.tracking_address, response.raw)
@@ -534,7 +536,7 @@ async def test_leads_whose_forwarding_a_sigkill_cut_short_are_forwarded_once_aft
             ) from None
         assert sum(forward_of(m) for m in company.mailbox.messages) == 1, "forwarded exactly once"
         rows = await stored_with(db, wanted)
-        assert len(rows) == 1 and rows[0].classification == "lead" and rows[0].forwarded_at is not None
+        assert len(rows) == 1 and rows[0].classification == MessageKind.LEAD and rows[0].forwarded_at is not None
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -550,7 +552,7 @@ async def test_a_pending_tracking_check_still_times_out_once_after_a_restart(
     await send_response_email(bot, company, identity)
     await bot.kill()
     pending = await tracking_step(db, identity)
-    assert pending.status == "pending", "the killed process must not have decided the step"
+    assert pending.status == StepStatus.PENDING, "the killed process must not have decided the step"
 
     mark = bot.fake.mark()
     await bot.start()
@@ -566,7 +568,7 @@ async def test_a_pending_tracking_check_still_times_out_once_after_a_restart(
     await panel_says(bot.fake, identity, "no copy arrived in time", after=mark)
     await history_says(bot.fake, identity, "no copy arrived in time", after=mark)
     step = await tracking_step(db, identity)
-    assert step.status == "failed" and step.attempt == pending.attempt + 1
+    assert step.status == StepStatus.FAILED and step.attempt == pending.attempt + 1
     assert sum("no copy arrived in time" in text for text in history(bot.fake, identity)) == 2
 
 

@@ -8,7 +8,7 @@ import pytest
 from sqlalchemy import func, select
 
 from handlers.identity.ids import IdentityForm as F
-from models import AuditEvent, Identity, LimitRequest
+from models import AuditEvent, Identity, IdentityStatus, LimitRequest, LimitRequestStatus
 from tests.conftest import CHANNEL, LEAD, PLATFORM_DOMAIN, TEAM, Bot
 
 
@@ -74,7 +74,7 @@ async def test_new_identity_from_command_to_channel_message(bot: Bot) -> None:
         assert (identity.hourly_limit, identity.daily_limit) == (40, 200)
         assert identity.forwarding_address == "jane@acme.example.com"
         assert (identity.notices_channel, identity.created_by, identity.team_id) == (CHANNEL, LEAD, TEAM)
-        assert identity.status == "not_verified"
+        assert identity.status == IdentityStatus.NOT_VERIFIED
         events = (await session.scalars(select(AuditEvent))).all()
         assert [(e.action, e.actor, e.identity_id) for e in events] == [("identity.created", LEAD, identity.id)]
 
@@ -172,7 +172,11 @@ async def test_limits_above_the_defaults_become_a_pending_request(bot: Bot) -> N
         identity = await session.scalar(select(Identity))
         assert (identity.hourly_limit, identity.daily_limit) == (40, 200), "runs on the defaults until approved"
         request = await session.scalar(select(LimitRequest))
-        assert (request.requested_hourly, request.requested_daily, request.status) == (60, 250, "pending")
+        assert (request.requested_hourly, request.requested_daily, request.status) == (
+            60,
+            250,
+            LimitRequestStatus.PENDING,
+        )
         assert request.requested_by == LEAD
 
 

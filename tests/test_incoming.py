@@ -17,7 +17,16 @@ from bot.mail.messages import FORWARDED_HEADER
 from bot.services.incoming import InboundStore, IncomingMail
 from bot.services.incoming.rules import classify
 from bot.services.incoming.store import dedup_key, message_id_of
-from models import AuditEvent, Database, Identity, InboundMessage, Suppression
+from models import (
+    AuditEvent,
+    Database,
+    Identity,
+    IdentityKind,
+    InboundMessage,
+    MessageKind,
+    Suppression,
+    SuppressionReason,
+)
 from tests.test_classifier import (
     GMAIL_FORWARDED_TOKEN_IN_BODY,
     PLEASE_REMOVE_ME,
@@ -73,7 +82,7 @@ async def identity(db: Database) -> Identity:
     async with db.transaction() as session:
         row = Identity(
             team_id="T0TEST",
-            kind="platform",
+            kind=IdentityKind.PLATFORM,
             display_name="Jane Doe",
             company_name="Acme Inc.",
             address=IDENTITY_ADDRESS,
@@ -151,7 +160,7 @@ async def test_lead_is_forwarded_once_even_if_processed_twice(db: Database, iden
     parsed = BytesParser(policy=policy.default).parsebytes(wire)
     assert [a.get_content()["Message-ID"] for a in parsed.iter_attachments()] == ["<lead-1@customer.example.org>"]
     # If the forward ever comes back to us (a forwarder on the forwarding mailbox), it is a loop, not a lead.
-    assert classify(wire).kind == "loop"
+    assert classify(wire).kind == MessageKind.LOOP
 
 
 async def test_concurrent_processing_forwards_once(db: Database, identity: Identity) -> None:
@@ -177,20 +186,20 @@ async def test_bounce_suppresses_failed_address_and_is_not_forwarded(db: Databas
     await incoming.process(message_id)
 
     assert calls.forwards == []
-    assert await suppressions(db) == [("nobody@customer.example.org", "hard_bounce", message_id)]
+    assert await suppressions(db) == [("nobody@customer.example.org", SuppressionReason.HARD_BOUNCE, message_id)]
     row = await load(db, message_id)
     assert (row.classification, row.classified_by, row.forwarded_at) == ("bounce", "dsn-report", None)
     [event] = await audit_events(db)
     assert event.actor == "inbound" and event.identity_id == identity.id
     assert event.detail["address"] == "nobody@customer.example.org"
-    assert event.detail["reason"] == "hard_bounce"
+    assert event.detail["reason"] == SuppressionReason.HARD_BOUNCE
 
     # The same address bouncing again (another message) adds nothing and does not fail.
     again = await store(db, POSTFIX_DSN_5XX.replace(b"<outbound-1@", b"<outbound-9@"), [IDENTITY_ADDRESS])
     await incoming.process(again)
-    assert await suppressions(db) == [("nobody@customer.example.org", "hard_bounce", message_id)]
+    assert await suppressions(db) == [("nobody@customer.example.org", SuppressionReason.HARD_BOUNCE, message_id)]
     assert len(await audit_events(db)) == 1
-    assert (await load(db, again)).classification == "bounce"
+    assert (await load(db, again)).classification == MessageKind.BOUNCE
 
 
 async def test_our_own_addresses_are_never_suppressed(db: Database, identity: Identity) -> None:
@@ -198,7 +207,7 @@ async def test_our_own_addresses_are_never_suppressed(db: Database, identity: Id
     message_id = await store(db, raw, [IDENTITY_ADDRESS], mail_from="")
     await pipeline(db, Calls()).process(message_id)
     assert await suppressions(db) == []
-    assert (await load(db, message_id)).classification == "bounce"
+    assert (await load(db, message_id)).classification == MessageKind.BOUNCE
 
 
 async def test_unsubscribe_suppresses_the_sender(db: Database, identity: Identity) -> None:
@@ -242,7 +251,7 @@ async def test_process_pending_picks_up_rows_stored_while_no_processor_ran(db: D
     assert [identity_id for identity_id, _ in calls.forwards] == [identity.id]
     assert calls.forwards[0][1][FORWARDED_HEADER] == str(lead)
     assert calls.tokens == [([TOKEN], verification)]
-    assert await suppressions(db) == [("nobody@customer.example.org", "hard_bounce", bounce)]
+    assert await suppressions(db) == [("nobody@customer.example.org", SuppressionReason.HARD_BOUNCE, bounce)]
     kinds = {m: (await load(db, m)).classification for m in (lead, bounce, auto_reply, verification)}
     assert kinds == {lead: "lead", bounce: "bounce", auto_reply: "auto_reply", verification: "verification"}
 
@@ -405,7 +414,7 @@ async def test_company_identity_lead_is_forwarded_from_our_domain(db: Database) 
     async with db.transaction() as session:
         company = Identity(
             team_id="T0TEST",
-            kind="company",
+            kind=IdentityKind.COMPANY,
             display_name="Jane Doe",
             company_name="Acme Inc.",
             address="jane@acme.example.com",

@@ -12,7 +12,7 @@ from sqlalchemy import func, select
 
 from bot.sandbox import FakeSlack
 from handlers.limits.ids import Limits as L
-from models import AuditEvent, Identity, LimitRequest, SentMessage
+from models import AuditEvent, Identity, LimitRequest, LimitRequestStatus, SentMessage
 from models.base import utcnow
 from tests.conftest import CHANNEL, LEAD, PLATFORM_DOMAIN, Bot, start_bot
 
@@ -98,7 +98,10 @@ async def test_increase_approved_by_a_manager_applies_at_once(lbot: Bot) -> None
     assert await limits_of(bot) == (60, 250)
     async with bot.db.session() as session:
         request = await session.scalar(select(LimitRequest))
-        assert request is not None and (request.status, request.decided_by) == ("approved", "U_MANAGER")
+        assert request is not None and (request.status, request.decided_by) == (
+            LimitRequestStatus.APPROVED,
+            "U_MANAGER",
+        )
         actions = [e.action for e in (await session.scalars(select(AuditEvent))).all()]
     assert actions.count("limits.approved") == 1 and "limits.requested" in actions
 
@@ -129,7 +132,7 @@ async def test_a_non_manager_click_changes_nothing(lbot: Bot) -> None:
     assert await limits_of(bot) == (40, 200)
     assert not [c for c in bot.fake.calls[mark:] if c.method == "chat.update"]
     async with bot.db.session() as session:
-        assert await session.scalar(select(LimitRequest.status)) == "pending"
+        assert await session.scalar(select(LimitRequest.status)) == LimitRequestStatus.PENDING
 
 
 async def test_a_manager_cannot_decide_their_own_request(lbot: Bot) -> None:
@@ -169,10 +172,10 @@ async def test_two_managers_at_the_same_moment_one_decision(lbot: Bot) -> None:
             .select_from(AuditEvent)
             .where(AuditEvent.action.in_(["limits.approved", "limits.denied"]))
         )
-    assert request is not None and request.status in ("approved", "denied")
+    assert request is not None and request.status in (LimitRequestStatus.APPROVED, LimitRequestStatus.DENIED)
     assert decisions == 1
     assert loser.args["user"] != request.decided_by
-    expected = (60, 250) if request.status == "approved" else (40, 200)
+    expected = (60, 250) if request.status == LimitRequestStatus.APPROVED else (40, 200)
     assert await limits_of(bot) == expected
 
 
@@ -318,5 +321,5 @@ async def test_a_decision_records_the_message_it_was_made_in(lbot: Bot) -> None:
     await bot.fake.wait_for("chat.update", lambda c: c.args["ts"] == ts, after=mark)
     async with bot.db.session() as session:
         stored = await session.get(LimitRequest, change.request.id)
-    assert stored is not None and stored.status == "approved"
+    assert stored is not None and stored.status == LimitRequestStatus.APPROVED
     assert stored.messages == [{"channel": channel, "ts": ts}]

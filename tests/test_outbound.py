@@ -10,6 +10,7 @@ import pytest
 from bot.mail.diagnosis import SUCCESS_PROMPT, Diagnosis
 from bot.mail.netguard import HostRefused, is_public_address, resolve_mail_host
 from bot.mail.outbound import MailSender, SetupCheck, SmtpFailure, SmtpServer
+from models import SmtpSecurity
 from tests.mailservers import (  # noqa: F401 - the *_fixture imports register fixtures mail_ca, smtp_servers, ...
     Mailbox,
     ServerPool,
@@ -54,7 +55,7 @@ async def test_starttls_with_app_password_sends_the_test_email(smtp_servers: Ser
     server = await smtp_servers.smtp(
         mailbox=box, security="starttls", tls_context=trust_mail_ca.server_context(), auth={SENDER: PASSWORD}
     )
-    settings = SmtpServer("127.0.0.1", server.port, "starttls", SENDER, PASSWORD)
+    settings = SmtpServer("127.0.0.1", server.port, SmtpSecurity.STARTTLS, SENDER, PASSWORD)
 
     check = await LOCAL.check_setup(settings, sender=SENDER, test_message=make_test_message())
 
@@ -71,7 +72,7 @@ async def test_implicit_tls_setup_check_without_message(smtp_servers: ServerPool
     server = await smtp_servers.smtp(
         mailbox=box, security="ssl", tls_context=trust_mail_ca.server_context(), auth={SENDER: PASSWORD}
     )
-    settings = SmtpServer("localhost", server.port, "ssl", SENDER, PASSWORD)
+    settings = SmtpServer("localhost", server.port, SmtpSecurity.SSL, SENDER, PASSWORD)
 
     check = await LOCAL.check_setup(settings, sender=SENDER)
     assert check.ok and check.message == SUCCESS_PROMPT
@@ -90,7 +91,7 @@ async def test_wrong_password_says_use_the_app_password_and_never_shows_it(
     server = await smtp_servers.smtp(
         security="starttls", tls_context=trust_mail_ca.server_context(), auth={SENDER: PASSWORD}
     )
-    settings = SmtpServer("127.0.0.1", server.port, "starttls", SENDER, WRONG)
+    settings = SmtpServer("127.0.0.1", server.port, SmtpSecurity.STARTTLS, SENDER, WRONG)
 
     check = await LOCAL.check_setup(settings, sender=SENDER, test_message=make_test_message())
 
@@ -110,7 +111,9 @@ async def test_gmail_534_asks_for_an_app_password(smtp_servers: ServerPool, trus
         auth={SENDER: PASSWORD},
         auth_failure_reply="534 5.7.9 Application-specific password required. Learn more at https://support.google.com",
     )
-    check = await LOCAL.check_setup(SmtpServer("127.0.0.1", server.port, "starttls", SENDER, WRONG), sender=SENDER)
+    check = await LOCAL.check_setup(
+        SmtpServer("127.0.0.1", server.port, SmtpSecurity.STARTTLS, SENDER, WRONG), sender=SENDER
+    )
     diagnosis = assert_failed(check, "app_password_required")
     assert "app password" in diagnosis.fix and "2-step verification" in diagnosis.problem
 
@@ -140,14 +143,18 @@ async def test_starttls_against_implicit_tls_port(smtp_servers: ServerPool, trus
     server = await smtp_servers.smtp(
         security="ssl", tls_context=trust_mail_ca.server_context(), auth={SENDER: PASSWORD}
     )
-    check = await QUICK.check_setup(SmtpServer("127.0.0.1", server.port, "starttls", SENDER, PASSWORD), sender=SENDER)
+    check = await QUICK.check_setup(
+        SmtpServer("127.0.0.1", server.port, SmtpSecurity.STARTTLS, SENDER, PASSWORD), sender=SENDER
+    )
     diagnosis = assert_failed(check, "plain_on_ssl_port")
     assert "SSL/TLS" in diagnosis.fix
 
 
 async def test_ssl_against_starttls_port(smtp_servers: ServerPool, trust_mail_ca: TestCA) -> None:
     server = await smtp_servers.smtp(security="starttls", tls_context=trust_mail_ca.server_context())
-    check = await LOCAL.check_setup(SmtpServer("127.0.0.1", server.port, "ssl", SENDER, PASSWORD), sender=SENDER)
+    check = await LOCAL.check_setup(
+        SmtpServer("127.0.0.1", server.port, SmtpSecurity.SSL, SENDER, PASSWORD), sender=SENDER
+    )
     diagnosis = assert_failed(check, "ssl_on_starttls_port")
     assert "STARTTLS" in diagnosis.fix
 
@@ -165,7 +172,9 @@ async def test_certificate_from_untrusted_ca(
 
 async def test_certificate_for_another_name(smtp_servers: ServerPool, trust_mail_ca: TestCA) -> None:
     server = await smtp_servers.smtp(security="ssl", tls_context=trust_mail_ca.server_context(["localhost"]))
-    check = await LOCAL.check_setup(SmtpServer("127.0.0.1", server.port, "ssl", SENDER, PASSWORD), sender=SENDER)
+    check = await LOCAL.check_setup(
+        SmtpServer("127.0.0.1", server.port, SmtpSecurity.SSL, SENDER, PASSWORD), sender=SENDER
+    )
     diagnosis = assert_failed(check, "certificate")
     assert "not valid for the name 127.0.0.1" in diagnosis.problem
     assert "instead of an IP address" in diagnosis.fix
@@ -186,7 +195,7 @@ async def test_starttls_not_offered_is_not_skipped(smtp_servers: ServerPool) -> 
     box = Mailbox()
     server = await smtp_servers.smtp(mailbox=box, security="none")
     check = await LOCAL.check_setup(
-        SmtpServer("127.0.0.1", server.port, "starttls"), sender=SENDER, test_message=make_test_message()
+        SmtpServer("127.0.0.1", server.port, SmtpSecurity.STARTTLS), sender=SENDER, test_message=make_test_message()
     )
     assert_failed(check, "tls_unavailable")
     assert box.deliveries == []
@@ -203,7 +212,9 @@ async def test_closed_port_is_refused() -> None:
 
 async def test_silent_server_times_out(smtp_servers: ServerPool) -> None:
     server = await smtp_servers.silent()
-    check = await QUICK.check_setup(SmtpServer("127.0.0.1", server.port, "starttls", SENDER, PASSWORD), sender=SENDER)
+    check = await QUICK.check_setup(
+        SmtpServer("127.0.0.1", server.port, SmtpSecurity.STARTTLS, SENDER, PASSWORD), sender=SENDER
+    )
     assert_failed(check, "timeout")
 
 
@@ -263,19 +274,21 @@ async def test_guard_refuses_loopback_unless_allowed() -> None:
 
 @pytest.mark.parametrize("host", ["::ffff:127.0.0.1", "localhost", "10.1.2.3", "169.254.169.254", "::1", "224.0.1.1"])
 async def test_guard_refuses_internal_addresses(host: str) -> None:
-    check = await MailSender().check_setup(SmtpServer(host, 587, "starttls", SENDER, PASSWORD), sender=SENDER)
+    check = await MailSender().check_setup(
+        SmtpServer(host, 587, SmtpSecurity.STARTTLS, SENDER, PASSWORD), sender=SENDER
+    )
     diagnosis = assert_failed(check, "private_host")
     assert "public SMTP host name" in diagnosis.fix
 
 
 async def test_guard_unknown_host() -> None:
-    check = await MailSender().check_setup(SmtpServer("nonexistent.invalid", 587, "starttls"), sender=SENDER)
+    check = await MailSender().check_setup(SmtpServer("nonexistent.invalid", 587, SmtpSecurity.STARTTLS), sender=SENDER)
     diagnosis = assert_failed(check, "host_not_found")
     assert "nonexistent.invalid" in diagnosis.problem
 
 
 async def test_guard_port_not_allowed() -> None:
-    check = await MailSender().check_setup(SmtpServer("smtp.example.com", 8080, "starttls"), sender=SENDER)
+    check = await MailSender().check_setup(SmtpServer("smtp.example.com", 8080, SmtpSecurity.STARTTLS), sender=SENDER)
     diagnosis = assert_failed(check, "port_not_allowed")
     assert "587" in diagnosis.fix
 

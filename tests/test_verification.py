@@ -14,7 +14,7 @@ from sqlalchemy import select, update
 from bot.sandbox import FakeSlack
 from bot.services.verification.otp import MAX_WRONG
 from handlers.verification.ids import Verification as V
-from models import Identity, InboundMessage, OtpChallenge, VerificationStep
+from models import Identity, IdentityStatus, InboundMessage, OtpChallenge, StepStatus, VerificationStep
 from models.base import utcnow
 from tests.companymail import FORWARDING_ADDRESS, CompanyMail, start_company_mail
 from tests.conftest import CHANNEL, PLATFORM_DOMAIN, TRACKING_DOMAIN, Bot, start_bot
@@ -141,7 +141,7 @@ async def test_all_three_steps_verified_and_the_identity_becomes_ready(vbot: Bot
     assert ready.args["channel"] == CHANNEL
     async with bot.db.session() as session:
         stored = await session.get(Identity, identity.id)
-        assert stored is not None and stored.status == "ready"
+        assert stored is not None and stored.status == IdentityStatus.READY
         copies = (await session.scalars(select(InboundMessage))).all()
         assert any(identity.tracking_address in m.rcpt_tos for m in copies)
 
@@ -239,7 +239,7 @@ async def test_tracking_times_out_with_advice_when_the_forwarder_is_missing(svbo
     assert "forwarder" in str(updated["blocks"])
     async with bot.db.session() as session:
         step = await session.scalar(select(VerificationStep).where(VerificationStep.step == "tracking"))
-        assert step is not None and step.status == "failed"
+        assert step is not None and step.status == StepStatus.FAILED
     # The timeout fired once: one failure entry in the history.
     channel, ts = await panel_of(bot, identity.id)
     assert sum("no copy arrived in time" in t for t in thread_replies(bot, channel, ts)) == 1
@@ -285,7 +285,7 @@ async def test_changing_settings_resets_the_steps_they_affect(vbot: Bot, company
     assert any("must be verified again" in t for t in thread_replies(bot, channel, ts))
     async with bot.db.session() as session:
         steps = {s.step: s.status for s in (await session.scalars(select(VerificationStep))).all()}
-    assert steps["sending"] == "verified" and steps["receiving"] == "not_run"
+    assert steps["sending"] == StepStatus.VERIFIED and steps["receiving"] == StepStatus.NOT_RUN
 
 
 async def test_inbound_server_refuses_unknown_recipients_and_talks_to_real_clients(vbot: Bot) -> None:
@@ -349,14 +349,14 @@ async def test_a_code_sent_to_the_old_forwarding_address_does_not_verify_the_new
     assert "forwarding address changed" in answer["errors"][V.otp_block]
     async with bot.db.session() as session:
         step = await session.scalar(select(VerificationStep).where(VerificationStep.step == "receiving"))
-    assert step is not None and step.status == "not_run"
+    assert step is not None and step.status == StepStatus.NOT_RUN
 
 
 async def test_an_edit_resets_steps_even_when_slack_is_down(vbot: Bot, company: CompanyMail) -> None:
     bot = vbot
     identity = await create_company_identity(bot, company)
     await verify_all(bot, company, identity)
-    assert await status_of(bot, identity.id) == "ready"
+    assert await status_of(bot, identity.id) == IdentityStatus.READY
     mark = bot.fake.mark()
     await bot.slack.command(f"edit {identity.address}")
     view = await bot.loaded_form(mark, "identity-form")
@@ -366,7 +366,7 @@ async def test_an_edit_resets_steps_even_when_slack_is_down(vbot: Bot, company: 
     ack = await bot.slack.submit(view["id"])
     assert ack.body["response_action"] == "update"
     # Whatever Slack does, the identity stopped being ready with the change itself.
-    assert await status_of(bot, identity.id) == "not_verified"
+    assert await status_of(bot, identity.id) == IdentityStatus.NOT_VERIFIED
     async with bot.db.session() as session:
         steps = {s.step: s.status for s in (await session.scalars(select(VerificationStep))).all()}
     assert steps == {"sending": "verified", "receiving": "not_run", "tracking": "verified"}
@@ -378,7 +378,7 @@ async def test_a_failing_rerun_makes_a_ready_identity_not_ready(
     bot = svbot
     identity = await create_company_identity(bot, company)
     await verify_all(bot, company, identity)
-    assert await status_of(bot, identity.id) == "ready"
+    assert await status_of(bot, identity.id) == IdentityStatus.READY
     strict = await start_smtp_server(
         security="starttls",
         tls_context=mail_ca.server_context(),
@@ -391,7 +391,7 @@ async def test_a_failing_rerun_makes_a_ready_identity_not_ready(
         mark = bot.fake.mark()
         await click(bot, identity.id, V.send_test_email)
         await panel_says(bot, identity.id, "Failed", after=mark)
-        assert await status_of(bot, identity.id) == "not_verified", "the gateway must stop sending as it"
+        assert await status_of(bot, identity.id) == IdentityStatus.NOT_VERIFIED, "the gateway must stop sending as it"
     finally:
         await strict.close()
 
@@ -414,7 +414,7 @@ async def test_a_tracking_copy_at_another_identitys_address_proves_nothing(svbot
     await bot.runtime.services.verification.on_tokens([token], stored_id)
     async with bot.db.session() as session:
         step = await session.scalar(select(VerificationStep).where(VerificationStep.step == "tracking"))
-    assert step is not None and step.status == "pending"
+    assert step is not None and step.status == StepStatus.PENDING
 
 
 async def test_switching_provider_during_a_test_leaves_no_stale_result(svbot: Bot, company: CompanyMail) -> None:

@@ -26,9 +26,9 @@ from slack_sdk.models.views import View
 
 from bot.services.identities.providers import PROVIDERS, SECURITY_LABELS
 from handlers.blocks import INPUT_ACTION, KIND_LABELS, context, escape, limits_text, versioned
+from handlers.details import tracking_instructions
 from handlers.identity.ids import COMMAND
 from handlers.identity.ids import IdentityForm as F
-from handlers.identity.tracking import tracking_instructions
 from models import IdentityKind
 from models.tables import DEFAULT_DAILY_LIMIT, DEFAULT_HOURLY_LIMIT, MAX_DAILY_LIMIT
 

@@ -6,43 +6,12 @@ from datetime import datetime
 
 from slack_sdk.models.blocks import Block, HeaderBlock, MarkdownTextObject, SectionBlock
 
-from bot.services.identities.providers import SECURITY_LABELS
-from handlers.blocks import KIND_LABELS, STATUS_LABELS, Message, context, escape, limits_text, slack_date
+from handlers.blocks import STATUS_LABELS, Message, context, escape, limits_text, slack_date
+from handlers.details import identity_details
 from handlers.identity.ids import COMMAND
-from handlers.identity.tracking import tracking_instructions
 from models import Identity, LimitRequest
 
 MAX_LISTED = 40
-
-
-def identity_details(identity: Identity, request: LimitRequest | None) -> list[Block]:
-    limits = limits_text(identity.hourly_limit, identity.daily_limit)
-    if request is not None and request.status == "pending":
-        limits += (
-            f"\n_Increase to {limits_text(request.requested_hourly, request.requested_daily)} "
-            "requested — waiting for a manager._"
-        )
-    fields = [
-        MarkdownTextObject(text=f"*Display name*\n{escape(identity.display_name)}"),
-        MarkdownTextObject(text=f"*Company*\n{escape(identity.company_name)}"),
-        MarkdownTextObject(text=f"*Email address*\n{escape(identity.address)}"),
-        MarkdownTextObject(text=f"*Kind*\n{KIND_LABELS.get(identity.kind, identity.kind)}"),
-        MarkdownTextObject(text=f"*Sending limits*\n{limits}"),
-        MarkdownTextObject(text=f"*Responses forwarded to*\n{escape(identity.forwarding_address)}"),
-        MarkdownTextObject(text=f"*Status*\n{STATUS_LABELS.get(identity.status, identity.status)}"),
-    ]
-    if identity.kind == "company":
-        security = SECURITY_LABELS.get(identity.smtp_security or "", identity.smtp_security or "")
-        fields.append(
-            MarkdownTextObject(
-                text=f"*SMTP server*\n{escape(identity.smtp_host or '')}:{identity.smtp_port} · "
-                f"{security.split(' (')[0]}"
-            )
-        )
-    blocks: list[Block] = [SectionBlock(fields=fields)]
-    if identity.tracking_address:
-        blocks.append(SectionBlock(text=MarkdownTextObject(text=tracking_instructions(identity.tracking_address))))
-    return blocks
 
 
 def identity_created(identity: Identity, request: LimitRequest | None) -> Message:

@@ -20,7 +20,7 @@ from bot.services.notifier import StepEvent
 from bot.services.verification import CodeProblem, CodeSent, OtpCheck
 from bot.services.verification.otp import CODE_DIGITS, LIFETIME, MAX_WRONG
 from handlers.blocks import INPUT_ACTION, Message, context, escape, slack_date
-from handlers.identity.messages import identity_details
+from handlers.details import identity_details
 from handlers.limits.ids import Limits as L
 from handlers.limits.views import usage_blocks
 from handlers.verification.ids import Verification as V
