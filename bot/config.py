@@ -5,9 +5,10 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from bot.mail.netguard import is_loopback
@@ -128,6 +129,9 @@ def _slack_id_list(name: str, value: str) -> tuple[str, ...]:
     return ids
 
 
+Env = Callable[[str], "str | None"]
+
+
 def load_settings(env: Mapping[str, str] | None = None, *, require_slack: bool = True) -> Settings:
     """Read and check every setting. Raises ConfigError naming the first bad variable."""
     e = dict(os.environ if env is None else env)
@@ -136,9 +140,32 @@ def load_settings(env: Mapping[str, str] | None = None, *, require_slack: bool =
         v = e.get(name)
         return v if v not in (None, "") else None
 
-    bot_token = get("SLACK_BOT_TOKEN")
-    app_token = get("SLACK_APP_TOKEN")
-    signing_secret = get("SLACK_SIGNING_SECRET")
+    data_dir = Path(get("DATA_DIR") or "./.identity-bot").expanduser()
+    database_url = get("DATABASE_URL") or f"sqlite+aiosqlite:///{(data_dir / 'identity-bot.db').resolve()}"
+    if not re.match(r"^(sqlite|postgres|postgresql)(\+\w+)?://", database_url):
+        raise ConfigError("DATABASE_URL", "expected a sqlite:// or postgresql:// URL")
+    keys = get("SECRET_KEYS")
+    secret_keys = tuple(k.strip() for k in keys.split(",") if k.strip()) if keys else None
+    if keys is not None and not secret_keys:
+        raise ConfigError("SECRET_KEYS", "no key given")
+    level = (get("LOG_LEVEL") or "INFO").upper()
+    if level not in LOG_LEVELS:
+        raise ConfigError("LOG_LEVEL", f"expected one of {', '.join(LOG_LEVELS)}")
+    platform_domain = _domain("PLATFORM_DOMAIN", get("PLATFORM_DOMAIN") or DEFAULT_PLATFORM_DOMAIN)
+    return Settings(
+        **_slack_settings(get, require_slack),
+        data_dir=data_dir,
+        database_url=database_url,
+        secret_keys=secret_keys,
+        platform_domain=platform_domain,
+        tracking_domain=_domain("TRACKING_DOMAIN", get("TRACKING_DOMAIN") or platform_domain),
+        **_mail_settings(get),
+        log_level=level,
+    )
+
+
+def _slack_settings(get: Env, require_slack: bool) -> dict[str, Any]:
+    bot_token, app_token, signing_secret = get("SLACK_BOT_TOKEN"), get("SLACK_APP_TOKEN"), get("SLACK_SIGNING_SECRET")
     if require_slack:
         if not bot_token:
             raise ConfigError("SLACK_BOT_TOKEN", "required (the bot token, xoxb-…)")
@@ -148,107 +175,79 @@ def load_settings(env: Mapping[str, str] | None = None, *, require_slack: bool =
             raise ConfigError("SLACK_APP_TOKEN", "must be an app-level token starting with xapp-")
         if not app_token and not signing_secret:
             raise ConfigError("SLACK_SIGNING_SECRET", "required in HTTP mode (or set SLACK_APP_TOKEN for Socket Mode)")
-
     api_url = get("SLACK_API_URL") or DEFAULT_SLACK_API_URL
     if not re.match(r"^https?://", api_url):
         raise ConfigError("SLACK_API_URL", f"expected an http(s) URL, got {api_url!r}")
     if not api_url.endswith("/"):
         api_url += "/"
-
-    port_s = get("PORT") or "3000"
-    if not port_s.isdigit() or not 0 <= int(port_s) <= 65535:
-        raise ConfigError("PORT", f"expected a port number, got {port_s!r}")
-
-    data_dir = Path(get("DATA_DIR") or "./.identity-bot").expanduser()
-    database_url = get("DATABASE_URL") or f"sqlite+aiosqlite:///{(data_dir / 'identity-bot.db').resolve()}"
-    if not re.match(r"^(sqlite|postgres|postgresql)(\+\w+)?://", database_url):
-        raise ConfigError("DATABASE_URL", "expected a sqlite:// or postgresql:// URL")
-
-    keys = get("SECRET_KEYS")
-    secret_keys = tuple(k.strip() for k in keys.split(",") if k.strip()) if keys else None
-    if keys is not None and not secret_keys:
-        raise ConfigError("SECRET_KEYS", "no key given")
-
-    platform_domain = _domain("PLATFORM_DOMAIN", get("PLATFORM_DOMAIN") or DEFAULT_PLATFORM_DOMAIN)
-    tracking_domain = _domain("TRACKING_DOMAIN", get("TRACKING_DOMAIN") or platform_domain)
-
-    ports_s = get("SMTP_ALLOWED_PORTS") or "25,465,587,2525"
-    try:
-        allowed_ports = tuple(int(p) for p in ports_s.split(",") if p.strip())
-    except ValueError:
-        raise ConfigError("SMTP_ALLOWED_PORTS", f"expected comma-separated port numbers, got {ports_s!r}") from None
-
-    timeout_s = get("TRACKING_TIMEOUT") or "600"
-    try:
-        tracking_timeout = float(timeout_s)
-        if tracking_timeout <= 0:
-            raise ValueError
-    except ValueError:
-        raise ConfigError("TRACKING_TIMEOUT", f"expected a positive number of seconds, got {timeout_s!r}") from None
-
-    smtp_timeout_s = get("SMTP_TIMEOUT") or "15"
-    try:
-        smtp_timeout = float(smtp_timeout_s)
-        if not 0 < smtp_timeout <= 60:
-            raise ValueError
-    except ValueError:
-        raise ConfigError("SMTP_TIMEOUT", f"expected seconds between 0 and 60, got {smtp_timeout_s!r}") from None
-
-    cert, key = get("SUBMISSION_TLS_CERT"), get("SUBMISSION_TLS_KEY")
-    if bool(cert) != bool(key):
-        raise ConfigError(
-            "SUBMISSION_TLS_KEY" if cert else "SUBMISSION_TLS_CERT", "set both the certificate and the key"
-        )
-    submission_tls = None
-    if cert and key:
-        for name, path in (("SUBMISSION_TLS_CERT", cert), ("SUBMISSION_TLS_KEY", key)):
-            if not Path(path).is_file():
-                raise ConfigError(name, f"no such file: {path}")
-        submission_tls = (Path(cert), Path(key))
-
-    level = (get("LOG_LEVEL") or "INFO").upper()
-    if level not in LOG_LEVELS:
-        raise ConfigError("LOG_LEVEL", f"expected one of {', '.join(LOG_LEVELS)}")
-
-    approvals = get("APPROVALS_CHANNEL")
-    if approvals and not re.fullmatch(r"[CGD][A-Z0-9_]{2,}", approvals):
-        raise ConfigError("APPROVALS_CHANNEL", f"expected a channel ID (C…), got {approvals!r}")
-
+    port = get("PORT") or "3000"
+    if not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ConfigError("PORT", f"expected a port number, got {port!r}")
     host = get("HOST") or "127.0.0.1"
     try:
         ipaddress.ip_address(host.strip("[]"))
     except ValueError:
         if not re.fullmatch(r"[A-Za-z0-9.-]+", host):
             raise ConfigError("HOST", f"expected an address or host name, got {host!r}") from None
+    approvals = get("APPROVALS_CHANNEL")
+    if approvals and not re.fullmatch(r"[CGD][A-Z0-9_]{2,}", approvals):
+        raise ConfigError("APPROVALS_CHANNEL", f"expected a channel ID (C…), got {approvals!r}")
+    return {
+        "slack_bot_token": bot_token,
+        "slack_signing_secret": signing_secret,
+        "slack_app_token": app_token,
+        "slack_api_url": api_url,
+        "host": host,
+        "port": int(port),
+        "approvals_channel": approvals,
+        "managers": _slack_id_list("MANAGERS", get("MANAGERS") or ""),
+    }
 
-    relay_url = get("RELAY_SMTP_URL")
+
+def _seconds(get: Env, name: str, default: str, *, at_most: float | None = None) -> float:
+    text = get(name) or default
+    try:
+        value = float(text)
+        if value <= 0 or (at_most is not None and value > at_most):
+            raise ValueError
+    except ValueError:
+        limit = f" between 0 and {at_most:g}" if at_most is not None else ""
+        raise ConfigError(name, f"expected a positive number of seconds{limit}, got {text!r}") from None
+    return value
+
+
+def _tls_files(get: Env, cert_name: str, key_name: str) -> tuple[Path, Path] | None:
+    cert, key = get(cert_name), get(key_name)
+    if bool(cert) != bool(key):
+        raise ConfigError(key_name if cert else cert_name, "set both the certificate and the key")
+    if not (cert and key):
+        return None
+    for name, path in ((cert_name, cert), (key_name, key)):
+        if not Path(path).is_file():
+            raise ConfigError(name, f"no such file: {path}")
+    return Path(cert), Path(key)
+
+
+def _mail_settings(get: Env) -> dict[str, Any]:
+    ports = get("SMTP_ALLOWED_PORTS") or "25,465,587,2525"
+    try:
+        allowed_ports = tuple(int(p) for p in ports.split(",") if p.strip())
+    except ValueError:
+        raise ConfigError("SMTP_ALLOWED_PORTS", f"expected comma-separated port numbers, got {ports!r}") from None
+    submission_tls = _tls_files(get, "SUBMISSION_TLS_CERT", "SUBMISSION_TLS_KEY")
     submission = _host_port("SUBMISSION_SMTP", get("SUBMISSION_SMTP") or "127.0.0.1:2587")
     if submission_tls is None and not is_loopback(submission.host):
         raise ConfigError(
             "SUBMISSION_TLS_CERT", f"the gateway listens on {submission.host}: AUTH off loopback needs TLS"
         )
-
-    return Settings(
-        slack_bot_token=bot_token,
-        slack_signing_secret=signing_secret,
-        slack_app_token=app_token,
-        slack_api_url=api_url,
-        host=host,
-        port=int(port_s),
-        data_dir=data_dir,
-        database_url=database_url,
-        secret_keys=secret_keys,
-        platform_domain=platform_domain,
-        tracking_domain=tracking_domain,
-        inbound_smtp=_host_port("INBOUND_SMTP", get("INBOUND_SMTP") or "127.0.0.1:2525"),
-        submission_smtp=submission,
-        relay=_relay("RELAY_SMTP_URL", relay_url) if relay_url else None,
-        approvals_channel=approvals,
-        managers=_slack_id_list("MANAGERS", get("MANAGERS") or ""),
-        smtp_allow_private_hosts=_bool("SMTP_ALLOW_PRIVATE_HOSTS", get("SMTP_ALLOW_PRIVATE_HOSTS") or "false"),
-        smtp_allowed_ports=allowed_ports,
-        tracking_timeout=tracking_timeout,
-        smtp_timeout=smtp_timeout,
-        submission_tls=submission_tls,
-        log_level=level,
-    )
+    relay_url = get("RELAY_SMTP_URL")
+    return {
+        "inbound_smtp": _host_port("INBOUND_SMTP", get("INBOUND_SMTP") or "127.0.0.1:2525"),
+        "submission_smtp": submission,
+        "relay": _relay("RELAY_SMTP_URL", relay_url) if relay_url else None,
+        "smtp_allow_private_hosts": _bool("SMTP_ALLOW_PRIVATE_HOSTS", get("SMTP_ALLOW_PRIVATE_HOSTS") or "false"),
+        "smtp_allowed_ports": allowed_ports,
+        "tracking_timeout": _seconds(get, "TRACKING_TIMEOUT", "600"),
+        "smtp_timeout": _seconds(get, "SMTP_TIMEOUT", "15", at_most=60),
+        "submission_tls": submission_tls,
+    }

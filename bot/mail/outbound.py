@@ -25,10 +25,10 @@ from bot.mail.diagnosis import (
     Diagnosis,
     ImplicitTlsPort,
     cleartext_auth_refused,
-    diagnose,
     recipients_refused,
 )
 from bot.mail.netguard import MAIL_PORTS, resolve_mail_addresses
+from bot.mail.smtp_errors import diagnose
 
 log = logging.getLogger(__name__)
 

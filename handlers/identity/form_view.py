@@ -209,10 +209,13 @@ def test_result_text(meta: FormMeta) -> str:
 
 
 def _smtp_blocks(values: FormValues, meta: FormMeta) -> list[Block]:
-    provider = PROVIDERS.get(values.provider or "", None)
+    return _server_blocks(values, meta) + _login_blocks(values, meta)
+
+
+def _server_blocks(values: FormValues, meta: FormMeta) -> list[Block]:
+    """Which server: the provider (which fills the rest), host, port and security."""
     provider_options = {key: _option(key, p.label) for key, p in PROVIDERS.items()}
     security_options = {key: _option(key, label) for key, label in SECURITY_LABELS.items()}
-    keep = " Leave empty to keep the saved password." if meta.mode == "edit" else ""
     v = meta.smtp_version
     return [
         DividerBlock(),
@@ -256,6 +259,14 @@ def _smtp_blocks(values: FormValues, meta: FormMeta) -> list[Block]:
                 initial_option=security_options.get(values.smtp_security or ""),
             ),
         ),
+    ]
+
+
+def _login_blocks(values: FormValues, meta: FormMeta) -> list[Block]:
+    """How to log in, the setup test with its result, and the CC tracking instructions."""
+    provider = PROVIDERS.get(values.provider or "", None)
+    keep = " Leave empty to keep the saved password." if meta.mode == "edit" else ""
+    return [
         _text_input(
             F.smtp_username,
             "SMTP username",
@@ -317,7 +328,21 @@ def identity_form(
     ]
     if meta.kind == IdentityKind.COMPANY:
         blocks += _smtp_blocks(values, meta)
-    blocks += [
+    blocks += _delivery_blocks(values, meta)
+    return View(
+        type="modal",
+        callback_id=F.callback,
+        title="Edit email identity" if meta.mode == "edit" else "New email identity",
+        submit="Save changes",
+        close="Cancel",
+        private_metadata=meta.dumps(),
+        blocks=blocks,
+    )
+
+
+def _delivery_blocks(values: FormValues, meta: FormMeta) -> list[Block]:
+    """Where responses go and where notices are posted."""
+    return [
         DividerBlock(),
         InputBlock(
             block_id=F.forwarding_address,
@@ -340,15 +365,6 @@ def identity_form(
         ),
         context("Save changes stores the identity and posts its details to the channel."),
     ]
-    return View(
-        type="modal",
-        callback_id=F.callback,
-        title="Edit email identity" if meta.mode == "edit" else "New email identity",
-        submit="Save changes",
-        close="Cancel",
-        private_metadata=meta.dumps(),
-        blocks=blocks,
-    )
 
 
 def saved_view(

@@ -15,7 +15,7 @@ from bot.mail.messages import setup_test_message
 from bot.mail.outbound import MailSender, SetupCheck
 from bot.services.identities.drafts import IdentityDraft, SmtpDraft, normalize_app_password
 from bot.services.identities.validation import clean_name, normalize_address
-from bot.services.limits.rules import check_limits, parse_limit
+from bot.services.limits.rules import parse_limits
 from bot.services.secrets import SecretBox
 from models import Database, Identity, IdentityKind, SmtpSecurity
 
@@ -133,15 +133,8 @@ class IdentityForms:
             clean["forwarding_address"] = forwarding
 
         if stored is None:
-            hourly, err_h = parse_limit(draft.hourly_limit, "hourly limit")
-            daily, err_d = parse_limit(draft.daily_limit, "daily limit")
-            if err_h:
-                errors["hourly_limit"] = err_h
-            if err_d:
-                errors["daily_limit"] = err_d
-            if hourly is not None and daily is not None:
-                for name, msg in check_limits(hourly, daily).items():
-                    errors.setdefault(name, msg)
+            hourly, daily, limit_errors = parse_limits(draft.hourly_limit, draft.daily_limit)
+            errors.update(limit_errors)
             clean["hourly_limit"], clean["daily_limit"] = hourly, daily
 
         if not draft.notices_channel:

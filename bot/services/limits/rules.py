@@ -36,3 +36,18 @@ def check_limits(hourly: int, daily: int) -> dict[str, str]:
 def needs_approval(hourly: int, daily: int) -> bool:
     """Raising either limit above the defaults needs a manager."""
     return hourly > DEFAULT_HOURLY_LIMIT or daily > DEFAULT_DAILY_LIMIT
+
+
+def parse_limits(hourly_text: str | int | None, daily_text: str | int | None) -> tuple[int, int, dict[str, str]]:
+    """Both limits from a form: (hourly, daily, errors by field). The numbers are meaningful only without errors."""
+    errors: dict[str, str] = {}
+    hourly, err = parse_limit(hourly_text, "hourly limit")
+    if err:
+        errors["hourly_limit"] = err
+    daily, err = parse_limit(daily_text, "daily limit")
+    if err:
+        errors["daily_limit"] = err
+    if hourly is not None and daily is not None:
+        for name, message in check_limits(hourly, daily).items():
+            errors.setdefault(name, message)
+    return hourly or 0, daily or 0, errors

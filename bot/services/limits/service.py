@@ -12,11 +12,12 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 
 from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.services import audit
 from bot.services.errors import FormErrors, NotFound
 from bot.services.limits.requests import open_request
-from bot.services.limits.rules import check_limits, parse_limit
+from bot.services.limits.rules import parse_limits
 from bot.services.notifier import Notifier
 from bot.services.policy import Policy
 from models import Database, Identity, LimitRequest, LimitRequestStatus
@@ -102,22 +103,12 @@ class LimitService:
         """Apply or request new limits. Raises FormErrors (nothing changes) or NotAllowed."""
         identity = await self._identity(identity_id)
         await self.policy.require_change(actor, identity, "change its limits")
-        errors: dict[str, str] = {}
-        hourly, err = parse_limit(hourly_text, "hourly limit")
-        if err:
-            errors["hourly_limit"] = err
-        daily, err = parse_limit(daily_text, "daily limit")
-        if err:
-            errors["daily_limit"] = err
-        if hourly is not None and daily is not None:
-            for name, message in check_limits(hourly, daily).items():
-                errors.setdefault(name, message)
+        hourly, daily, errors = parse_limits(hourly_text, daily_text)
         reason = (reason or "").strip()
         if len(reason) > MAX_REASON:
             errors["reason"] = f"Keep the reason under {MAX_REASON} characters."
         if errors:
             raise FormErrors(errors)
-        assert hourly is not None and daily is not None
         if (hourly, daily) == (identity.hourly_limit, identity.daily_limit):
             return LimitChange(ChangeOutcome.UNCHANGED, identity)
         now = self.clock()
@@ -125,22 +116,7 @@ class LimitService:
             locked = await session.get(Identity, identity_id, with_for_update=True)
             if locked is None:
                 raise NotFound("This identity no longer exists.")
-            # Pending requests of this identity, locked: a manager deciding one at this moment either went first
-            # (it is no longer pending here) or waits for us (and is then told it was superseded).
-            superseded = list(
-                (
-                    await session.scalars(
-                        select(LimitRequest)
-                        .where(
-                            LimitRequest.identity_id == identity_id,
-                            LimitRequest.status == LimitRequestStatus.PENDING,
-                        )
-                        .with_for_update()
-                    )
-                ).all()
-            )
-            for r in superseded:
-                r.status, r.decided_at = LimitRequestStatus.SUPERSEDED, now
+            superseded = await self._supersede_pending(session, identity_id, now)
             if self.needs_manager(locked, hourly, daily):
                 request = await open_request(
                     session,
@@ -168,6 +144,24 @@ class LimitService:
                 )
                 result = LimitChange(ChangeOutcome.APPLIED, locked, None, superseded)
         return result
+
+    @staticmethod
+    async def _supersede_pending(session: AsyncSession, identity_id: int, now: datetime) -> list[LimitRequest]:
+        """Close the identity's pending requests (a newer change replaces them). They are locked: a manager deciding
+        one at this moment either went first (it is no longer pending here) or waits for us and is then told it was
+        superseded."""
+        superseded = list(
+            (
+                await session.scalars(
+                    select(LimitRequest)
+                    .where(LimitRequest.identity_id == identity_id, LimitRequest.status == LimitRequestStatus.PENDING)
+                    .with_for_update()
+                )
+            ).all()
+        )
+        for request in superseded:
+            request.status, request.decided_at = LimitRequestStatus.SUPERSEDED, now
+        return superseded
 
     async def announce(self, change: LimitChange, *, actor: str) -> None:
         """Tell managers about a request (and the channel about an applied change); retire superseded requests."""

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import select, update
@@ -23,6 +22,7 @@ from bot.services.identities import IdentityService, Updated
 from bot.services.identities.readiness import ensure_steps, refresh_readiness
 from bot.services.notifier import Notifier, StepEvent
 from bot.services.verification.otp import LIFETIME, MAX_WRONG, CodeProblem, OtpChallenges, OtpCheck
+from bot.services.verification.outcomes import AlreadyRunning, CodeSent, Recorded
 from models import (
     Database,
     Identity,
@@ -39,34 +39,6 @@ log = logging.getLogger(__name__)
 
 STALE_PENDING = timedelta(minutes=2)  # a Sending attempt still "pending" after this was interrupted
 OUR_FAULT = "something went wrong on our side; please try again."
-
-
-@dataclass(frozen=True)
-class Recorded:
-    """A step change stored in the database, waiting to be announced."""
-
-    identity_id: int
-    event: StepEvent
-    readiness: IdentityStatus | None  # the identity's new status when it changed with this step
-
-
-@dataclass(frozen=True)
-class CodeSent:
-    """What became of a one-time password: emailed to `to` (by `route`), or not, and why (`problem`)."""
-
-    to: str
-    route: str | None
-    problem: str | None = None
-
-    @property
-    def sent(self) -> bool:
-        return self.problem is None
-
-
-class AlreadyRunning(Exception):
-    def __init__(self, step: StepName) -> None:
-        super().__init__(f"{step} verification is already running")
-        self.step = step
 
 
 class VerificationService:
