@@ -1,1 +1,2 @@
-"""Mail components: outbound client, inbound server, classifier, gateway."""
+"""The client kit under the services: the SMTP client, failure diagnosis, the SSRF guard, delivery routes, the
+messages we write and reading untrusted MIME."""
