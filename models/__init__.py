@@ -22,6 +22,7 @@ from models.tables import (
     LimitRequest,
     OtpChallenge,
     SentMessage,
+    SentRecipient,
     Suppression,
     VerificationStep,
 )
@@ -32,6 +33,7 @@ __all__ = [
     "InboundMessage",
     "OtpChallenge",
     "SentMessage",
+    "SentRecipient",
     "StepName",
     "StepStatus",
     "Suppression",

@@ -178,12 +178,19 @@ class InboundMessage(Base):
 
 
 class Suppression(Base):
-    """Addresses no identity may send to any more (unsubscribes, hard bounces, complaints)."""
+    """Addresses a team's identities may not send to any more (unsubscribes, hard bounces, complaints).
+
+    Scoped to the team (the Slack workspace): an opt-out binds the sender's company. `address_key` is the address in
+    its normal form (services/gateway/suppressions.py: address_key), which lookups compare. Rows from before teams
+    were recorded have no team_id and apply to every team."""
 
     __tablename__ = "suppressions"
+    __table_args__ = (UniqueConstraint("team_id", "address_key"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    address: Mapped[str] = mapped_column(String(320), unique=True)
+    team_id: Mapped[str | None] = mapped_column(String(32))
+    address: Mapped[str] = mapped_column(String(320))  # as it was reported
+    address_key: Mapped[str] = mapped_column(String(320), index=True)
     reason: Mapped[SuppressionReason] = mapped_column(vocabulary(SuppressionReason, "reason", 32))
     source_message_id: Mapped[int | None] = mapped_column(ForeignKey("inbound_messages.id", ondelete="SET NULL"))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
@@ -201,6 +208,32 @@ class SentMessage(Base):
     recipients: Mapped[int] = mapped_column(default=1)
     # Reserved before relaying; removed if the relay fails before the server accepts the message.
     state: Mapped[SlotState] = mapped_column(vocabulary(SlotState, "state"), default=SlotState.RESERVED)
+
+
+class SentRecipient(Base):
+    """One recipient of one message sent as an identity through the gateway: what bounces, complaints and unsubscribe
+    requests are matched against (a report acts only on mail the team really sent to that recipient).
+
+    `verp_token` is set when the platform relay sent it with the per-recipient return path
+    bounces+<token>@<platform domain> (bot/mail/domains.py): a bounce arriving there names this row, whatever its
+    body says. `message_id` is the Message-ID header, for reports that quote the original (company identities, whose
+    bounces come back through the customer's mailbox and its CC tracking forwarder)."""
+
+    __tablename__ = "sent_recipients"
+    __table_args__ = (
+        Index("ix_sent_recipients_identity_sent_at", "identity_id", "sent_at"),
+        Index("ix_sent_recipients_team_recipient", "team_id", "recipient_key"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    identity_id: Mapped[int] = mapped_column(ForeignKey("identities.id", ondelete="CASCADE"))
+    team_id: Mapped[str] = mapped_column(String(32))
+    recipient: Mapped[str] = mapped_column(String(320))
+    recipient_key: Mapped[str] = mapped_column(String(320))
+    message_id: Mapped[str | None] = mapped_column(String(998), index=True)
+    verp_token: Mapped[str | None] = mapped_column(String(40), unique=True)
+    state: Mapped[SlotState] = mapped_column(vocabulary(SlotState, "state"), default=SlotState.RESERVED)
+    sent_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
 class GatewayCredential(Base):

@@ -33,6 +33,7 @@ async def make_identity(
     hourly: int = 40,
     daily: int = 200,
     ready: bool = True,
+    team_id: str = "T0TEST",
 ) -> Identity:
     """An identity as the verification flow leaves it (ready) or before it (not verified)."""
     from models import Identity, IdentityKind, IdentityStatus
@@ -40,7 +41,7 @@ async def make_identity(
     local = address.split("@", 1)[0]
     async with db.transaction() as session:
         identity = Identity(
-            team_id="T0TEST",
+            team_id=team_id,
             kind=IdentityKind.PLATFORM.value,
             display_name=local.title(),
             company_name="Acme Inc.",

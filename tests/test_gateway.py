@@ -19,11 +19,21 @@ from sqlalchemy import func, select
 
 from bot.cli import main as cli_main
 from bot.services.errors import NotFound
-from bot.services.gateway import Submission
+from bot.services.gateway import SentMail, Submission, Suppressions
 from bot.services.gateway.credentials import GatewayCredentials, IssuedCredential, verify_password
 from bot.services.gateway.window import LimitDecision, SendingLimits
 from bot.smtp.gateway import SubmissionGateway, format_retry_at
-from models import AuditEvent, Database, GatewayCredential, Identity, SentMessage, Suppression
+from models import (
+    AuditEvent,
+    Database,
+    GatewayCredential,
+    Identity,
+    SentMessage,
+    SentRecipient,
+    SlotState,
+    Suppression,
+    SuppressionReason,
+)
 from tests.gateway_helpers import Clock, RecordingRelay, make_identity, message_bytes
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -269,7 +279,13 @@ async def test_an_unverified_identity_cannot_send(db: Database) -> None:
 
 async def test_suppressed_recipients_are_refused(rig: Rig) -> None:
     async with rig.db.transaction() as session:
-        session.add(Suppression(address="gone@customer.example.org", reason="unsubscribe"))
+        await Suppressions(rig.db).add(
+            session,
+            team_id=rig.identity.team_id,
+            address="gone@customer.example.org",
+            reason=SuppressionReason.UNSUBSCRIBE,
+            source_message_id=None,
+        )
     client = await connect(rig.gateway.port, username=rig.credential.username, password=rig.credential.password)
     try:
         await client.mail(SENDER)
@@ -286,6 +302,47 @@ async def test_suppressed_recipients_are_refused(rig: Rig) -> None:
     finally:
         client.close()
     assert [s[2] for s in rig.relay.sent] == [[TO]]
+
+
+async def test_suppression_holds_against_case_tags_and_gmail_dots_and_stays_in_its_team(db: Database) -> None:
+    other_team = await make_identity(db, "sam@other.example.com", team_id="T0OTHER")
+    suppressions = Suppressions(db)
+    async with db.transaction() as session:
+        for address in ("victim@example.com", "john.smith@gmail.com"):
+            await suppressions.add(
+                session, team_id="T0TEST", address=address, reason=SuppressionReason.COMPLAINT, source_message_id=None
+            )
+    variants = (
+        "Victim+promo@Example.com",
+        "VICTIM@example.com",
+        "johnsmith+x@googlemail.com",
+        "J.o.h.n.Smith@Gmail.com",
+    )
+    for variant in variants:
+        found = await suppressions.find("T0TEST", variant)
+        assert found is not None and found.reason == SuppressionReason.COMPLAINT, variant
+    assert await suppressions.find("T0TEST", "victim.x@example.com") is None, "dots matter outside Gmail"
+    assert await suppressions.find(other_team.team_id, "victim@example.com") is None, "another team may still mail it"
+    async with db.transaction() as session:  # a suppression from before teams were recorded binds every team
+        session.add(Suppression(address="old@example.com", address_key="old@example.com", reason="unsubscribe"))
+    assert await suppressions.find(other_team.team_id, "Old+2@example.com") is not None
+
+
+async def test_relayed_mail_is_recorded_per_recipient_for_later_reports(rig: Rig) -> None:
+    code, _ = await submit(rig, subject="Quarterly update", rcpts=(TO, "b@customer.example.org"))
+    assert code == 250
+    sent = SentMail(rig.db)
+    async with rig.db.session() as session:
+        rows = list(await session.scalars(select(SentRecipient).order_by(SentRecipient.recipient)))
+    assert [(r.recipient, r.team_id, r.state) for r in rows] == [
+        ("b@customer.example.org", rig.identity.team_id, SlotState.SENT),
+        (TO, rig.identity.team_id, SlotState.SENT),
+    ]
+    message_id = rows[0].message_id
+    assert message_id and rows[1].message_id == message_id
+    assert await sent.by_message(rig.identity.team_id, message_id, "B+x@Customer.example.org") is not None
+    assert await sent.by_message("T0OTHER", message_id, TO) is None
+    assert await sent.has_mailed(rig.identity.team_id, TO) and not await sent.has_mailed("T0OTHER", TO)
 
 
 async def test_relay_failure_answers_451_and_gives_the_slot_back(db: Database) -> None:

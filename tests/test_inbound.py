@@ -272,3 +272,16 @@ async def test_concurrent_distinct_messages_are_all_stored_and_each_processed_on
     assert len(rows) == 20
     await inbound.server.stop()
     assert sorted(inbound.stored) == [row.id for row in rows]
+
+
+def test_return_paths_name_one_token_on_the_platform_domain_only() -> None:
+    from bot.mail.domains import new_verp_token
+
+    domains = PlatformDomains("platform.example.com", "track.example.com")
+    token = new_verp_token()
+    path = domains.return_path(token)
+    assert path == f"bounces+{token}@platform.example.com"
+    assert domains.return_path_token(path.upper()) == token
+    assert domains.return_path_token(f"bounces+{token}@elsewhere.example.com") is None
+    assert domains.return_path_token(f"bounces+{token}x@platform.example.com") is None
+    assert domains.return_path_token("bounces@platform.example.com") is None

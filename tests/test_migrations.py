@@ -71,3 +71,36 @@ async def test_migrations_build_the_schema_the_models_describe(db: Database) -> 
             return compare_metadata(context, Base.metadata)
 
         assert await connection.run_sync(differences) == []
+
+
+async def test_existing_suppressions_keep_working_for_their_team_after_0006(database_url: str) -> None:
+    from bot.services.gateway import Suppressions
+
+    db = Database(database_url)
+    try:
+        await db.upgrade("0005")
+        async with db.transaction() as session:
+            await session.execute(text(ROWS_AT_0004[0]))
+            await session.execute(
+                text(
+                    "INSERT INTO inbound_messages (id, received_at, peer, mail_from, rcpt_tos, raw, size, dedup_key,"
+                    " identity_id) VALUES (7, '2026-11-01 10:00:00', '', '', '[]', :raw, 1, 'k', 1)"
+                ),
+                {"raw": b"x"},
+            )
+            await session.execute(
+                text(
+                    "INSERT INTO suppressions (address, reason, source_message_id, created_at) VALUES"
+                    " ('Sam+News@Customer.example.org', 'unsubscribe', 7, '2026-11-01 10:00:00'),"
+                    " ('someone@else.example.org', 'hard_bounce', NULL, '2026-11-01 10:00:00')"
+                )
+            )
+        await db.upgrade()
+        suppressions = Suppressions(db)
+        found = await suppressions.find("T1", "sam@customer.example.org")
+        assert found is not None and found.team_id == "T1" and found.address_key == "sam@customer.example.org"
+        assert await suppressions.find("T2", "sam@customer.example.org") is None, "it was the T1 team's opt-out"
+        unknown = await suppressions.find("T2", "someone@else.example.org")
+        assert unknown is not None and unknown.team_id is None, "a suppression whose team is unknown binds every team"
+    finally:
+        await db.dispose()

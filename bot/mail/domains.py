@@ -2,8 +2,17 @@
 
 from __future__ import annotations
 
+import re
 import secrets
 from dataclasses import dataclass
+
+# Per-recipient return paths (VERP): bounces+<token>@<platform domain>. The token is 80 random bits, hex.
+RETURN_PATH_LOCAL = "bounces"
+_RETURN_PATH = re.compile(rf"^{RETURN_PATH_LOCAL}\+([0-9a-f]{{20}})@(.+)$")
+
+
+def new_verp_token() -> str:
+    return secrets.token_hex(10)
 
 
 @dataclass(frozen=True)
@@ -26,6 +35,15 @@ class PlatformDomains:
     def is_own(self, address: str) -> bool:
         """Whether the address is on one of our domains (mail to it arrives at our inbound server)."""
         return address.rpartition("@")[2].strip().lower().rstrip(".") in self.all
+
+    def return_path(self, token: str) -> str:
+        """The envelope sender that brings a bounce of one recipient's copy back to us, naming it."""
+        return f"{RETURN_PATH_LOCAL}+{token}@{self.platform}"
+
+    def return_path_token(self, address: str) -> str | None:
+        """The token of one of our return paths, or None for any other address."""
+        match = _RETURN_PATH.match(address.strip().strip("<>").lower())
+        return match.group(1) if match and match.group(2).rstrip(".") == self.platform else None
 
     def new_tracking_address(self) -> str:
         """A unique, unguessable CC tracking address (80 random bits)."""

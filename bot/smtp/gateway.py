@@ -116,7 +116,10 @@ class GatewayHandler:
     ) -> str:
         if len(envelope.rcpt_tos) >= MAX_RECIPIENTS:
             return self.TOO_MANY_RECIPIENTS
-        if await self.submission.recipient_suppressed(address):
+        identity = self._senders.get(envelope)
+        if identity is None:  # cannot happen: aiosmtpd runs RCPT only after a MAIL we accepted
+            return self.not_authorized(envelope.mail_from or "")
+        if await self.submission.recipient_suppressed(identity, address) is not None:
             return self.suppressed(address)
         envelope.rcpt_tos.append(address)
         envelope.rcpt_options.extend(rcpt_options)

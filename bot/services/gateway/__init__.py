@@ -2,6 +2,7 @@
 submission decisions the SMTP gateway asks for."""
 
 from bot.services.gateway.credentials import GatewayCredentials, IssuedCredential
+from bot.services.gateway.outgoing import SentMail
 from bot.services.gateway.submission import (
     GatewayLogin,
     IdentityRelay,
@@ -11,7 +12,7 @@ from bot.services.gateway.submission import (
     Submission,
     Submitted,
 )
-from bot.services.gateway.suppressions import Suppressions
+from bot.services.gateway.suppressions import Suppressions, address_key
 from bot.services.gateway.window import LimitDecision, SendingLimits
 
 __all__ = [
@@ -22,9 +23,11 @@ __all__ = [
     "LimitDecision",
     "Outcome",
     "Relay",
+    "SentMail",
     "SenderVerdict",
     "SendingLimits",
     "Submission",
     "Submitted",
     "Suppressions",
+    "address_key",
 ]

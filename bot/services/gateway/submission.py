@@ -18,10 +18,11 @@ from typing import cast
 
 from bot.mail.delivery import Delivery
 from bot.services.gateway.credentials import GatewayCredentials
+from bot.services.gateway.outgoing import SentMail
 from bot.services.gateway.suppressions import Suppressions
 from bot.services.gateway.window import LimitDecision, SendingLimits
 from bot.services.identities import IdentityService
-from models import Database, Identity, IdentityStatus
+from models import Database, Identity, IdentityStatus, Suppression
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +100,7 @@ class Submission:
         self.window = window
         self.relay = relay
         self.suppressions = suppressions or Suppressions(db)
+        self.sent = SentMail(db)
 
     async def login(self, username: str, password: str) -> GatewayLogin | None:
         identity_id = await self.credentials.authenticate(username, password)
@@ -119,9 +121,9 @@ class Submission:
             return SenderVerdict.NOT_READY, identity
         return SenderVerdict.OK, identity
 
-    async def recipient_suppressed(self, address: str) -> bool:
-        """RCPT TO: a suppressed address gets nothing from any identity."""
-        return await self.suppressions.is_suppressed(address)
+    async def recipient_suppressed(self, identity: Identity, address: str) -> Suppression | None:
+        """RCPT TO: an address suppressed for the identity's team gets nothing from any of its identities."""
+        return await self.suppressions.find(identity.team_id, address)
 
     async def submit(self, identity: Identity, raw: bytes, mail_from: str, recipients: list[str]) -> Submitted:
         """DATA: the headers must name the identity; then take a slot, relay, and confirm (or give the slot back)."""
@@ -147,7 +149,19 @@ class Submission:
             return Submitted(Outcome.RELAY_FAILED)
         # Accepted upstream: the client must hear 250 even if recording that fails, or it would send it again.
         await self._settle(self.window.confirm, decision.reservation_id)
+        await self._record(identity, message, recipients)
         return Submitted(Outcome.RELAYED)
+
+    async def _record(self, identity: Identity, message: EmailMessage, recipients: list[str]) -> None:
+        """Remember who was sent what, for the reports that may come back about it."""
+        message_id = " ".join(str(message.get("Message-ID", "")).split()) or None
+        try:
+            async with self.db.transaction() as session:
+                await self.sent.record(
+                    session, identity, recipients, message_id=message_id, verp=False, at=self.window.clock()
+                )
+        except Exception:  # noqa: BLE001 - the mail went out; losing the record only weakens later attribution
+            log.exception("gateway: could not record the recipients of a message from %s", identity.address)
 
     @staticmethod
     async def _settle(action: Callable[[int], Awaitable[None]], reservation_id: int) -> None:

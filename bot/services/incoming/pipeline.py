@@ -133,7 +133,7 @@ class IncomingMail:
                 log.info("incoming: lead %s forwarded for identity %s", message_id, identity_id)
         async with self.db.transaction() as session:
             if result.kind in SUPPRESSION_REASONS:
-                await self._suppress(session, row, result, identity_id)
+                await self._suppress(session, row, result, identity)
             await session.execute(
                 update(InboundMessage)
                 .where(InboundMessage.id == message_id, InboundMessage.processed_at.is_(None))
@@ -166,9 +166,12 @@ class IncomingMail:
         return None
 
     async def _suppress(
-        self, session: AsyncSession, row: InboundMessage, result: Classification, identity_id: int | None
+        self, session: AsyncSession, row: InboundMessage, result: Classification, identity: Identity | None
     ) -> None:
-        """Insert-if-absent each address; only a new entry gets an audit event."""
+        """Insert-if-absent each address for the identity's team; only a new entry gets an audit event."""
+        if identity is None:
+            log.info("incoming: %s %s matches no identity; it suppresses nothing", result.kind, row.id)
+            return
         reason = SUPPRESSION_REASONS[result.kind]
         addresses = list(result.addresses)
         if result.kind == MessageKind.UNSUBSCRIBE and not addresses and row.mail_from:
@@ -176,12 +179,15 @@ class IncomingMail:
         for address in dict.fromkeys(a.strip().lower() for a in addresses):
             if not self._suppressible(address):
                 continue
-            if await self.suppressions.add(session, address, reason, source_message_id=row.id):
+            added = await self.suppressions.add(
+                session, team_id=identity.team_id, address=address, reason=reason, source_message_id=row.id
+            )
+            if added:
                 audit.record(
                     session,
                     actor="inbound",
                     action="suppression.added",
-                    identity_id=identity_id,
+                    identity_id=identity.id,
                     address=address,
                     reason=reason,
                     rule=result.rule,
