@@ -12,8 +12,8 @@ from slack_sdk.models.views import View
 
 from models import IdentityKind, IdentityStatus
 
-STATUS_LABELS = {IdentityStatus.NOT_VERIFIED: "Not verified", IdentityStatus.READY: "Ready to use"}
-KIND_LABELS = {IdentityKind.PLATFORM: "Platform domain", IdentityKind.COMPANY: "Company domain"}
+STATUS_LABELS: dict[str, str] = {IdentityStatus.NOT_VERIFIED: "Not verified", IdentityStatus.READY: "Ready to use"}
+KIND_LABELS: dict[str, str] = {IdentityKind.PLATFORM: "Platform domain", IdentityKind.COMPANY: "Company domain"}
 
 
 def slack_date(when: datetime) -> str:

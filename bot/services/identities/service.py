@@ -7,6 +7,7 @@ from datetime import datetime
 
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.mail.domains import PlatformDomains
 from bot.mail.outbound import MailSender, SetupCheck, SmtpServer
@@ -199,7 +200,7 @@ class IdentityService:
             await self._void_checks(session, result, actor)
         return result
 
-    async def _void_checks(self, session, result: Updated, actor: str) -> None:  # type: ignore[no-untyped-def]
+    async def _void_checks(self, session: AsyncSession, result: Updated, actor: str) -> None:
         """Changed settings void the checks that proved them, in the edit's own transaction: the identity can't
         stay "ready" (and keep sending through the gateway) on settings nobody verified."""
         reasons = []

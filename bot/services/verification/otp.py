@@ -16,6 +16,7 @@ from enum import StrEnum
 
 import pyotp
 from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.services.secrets import SecretBox
 from models import Database, OtpChallenge, OtpCloseReason
@@ -155,10 +156,10 @@ class OtpChallenges:
             return OtpCheck(False, CodeProblem.WRONG, attempts_left=MAX_WRONG - wrong)
 
     @staticmethod
-    async def _close(session, challenge_id: int, now: datetime, reason: OtpCloseReason) -> bool:  # type: ignore[no-untyped-def]
+    async def _close(session: AsyncSession, challenge_id: int, now: datetime, reason: OtpCloseReason) -> bool:
         closed = await session.execute(
             update(OtpChallenge)
             .where(OtpChallenge.id == challenge_id, OtpChallenge.closed_at.is_(None))
             .values(closed_at=now, closed_reason=reason)
         )
-        return bool(closed.rowcount == 1)
+        return bool(closed.rowcount == 1)  # type: ignore[attr-defined]

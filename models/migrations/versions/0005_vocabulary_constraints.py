@@ -16,7 +16,7 @@ branch_labels = None
 depends_on = None
 
 # table -> [(constraint name, column, allowed values, nullable)]
-VOCABULARIES = {
+VOCABULARIES: dict[str, list[tuple[str, str, tuple[str, ...], bool]]] = {
     "identities": [
         ("kind", "kind", ("platform", "company"), False),
         ("status", "status", ("not_verified", "ready"), False),
