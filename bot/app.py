@@ -177,7 +177,9 @@ class Runtime:
             logger=library_logger("slack_bolt.identity_bot"),  # Bolt copies this level to its loggers
         )
         self.managers = SlackManagerDirectory(client, s.managers)
-        notifier = SlackNotifier(client, self.managers, approvals_channel=s.approvals_channel)
+        notifier = SlackNotifier(
+            client, self.managers, approvals_channel=s.approvals_channel, platform_domain=s.platform_domain
+        )
         core = build_core(s, self.db, notifier, self.managers, inbound_address=self._inbound_address)
         self.services = core.services
         self.oauth_http = core.oauth_http

@@ -5,7 +5,7 @@ Announcing is best effort: everything an event reports is already stored."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Protocol
@@ -56,6 +56,7 @@ class SignInOutcome:
     mailbox: str | None = None
     problem: SignInProblem | None = None
     form: str | None = None
+    link: str | None = field(default=None, repr=False)  # the modal's sign-in link, for "Sign in again"
 
 
 class Notifier(Protocol):

@@ -260,6 +260,18 @@ class IdentityService:
     async def announce_update(self, updated: Updated, *, actor: str) -> None:
         await self.notifier.identity_updated(updated.identity, updated.changed, actor)
 
+    async def forget_sign_in(self, slack_user_id: str, view_id: str) -> None:
+        """ "Use a password instead": drop the sign-in made in this modal (the saved identity is not touched)."""
+        if self.grants is not None:
+            await self.grants.forget_form(slack_user_id, view_id)
+
+    async def signed_in_mailbox(self, identity: Identity) -> str | None:
+        """The mailbox a company identity is signed in as (Microsoft/Google), None when it uses a password."""
+        if self.grants is None or identity.kind != IdentityKind.COMPANY or identity.smtp_password_encrypted:
+            return None
+        grant = await self.grants.for_identity(identity.id)
+        return grant.mailbox if grant is not None else None
+
     async def check_login(self, identity: Identity) -> SetupCheck:
         """Can the identity still log in to its server? A real session up to MAIL FROM, nothing sent. For a
         signed-in identity whose grant was revoked the diagnosis is SIGN_IN_AGAIN (bot/mail/sign_in_diagnosis.py):

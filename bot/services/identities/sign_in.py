@@ -17,6 +17,7 @@ import json
 import logging
 import secrets as random
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from datetime import datetime, timedelta
 from enum import StrEnum
 from urllib.parse import urlencode
@@ -165,6 +166,7 @@ class MailboxSignIn:
                 outcome = SignInOutcome(user, view, provider.name, provider.label, tokens.address, form=form)
         if problem is not None:
             outcome = SignInOutcome(user, view, provider.name, provider.label, problem=problem, form=form)
+        outcome = replace(outcome, link=self.link(provider.name, slack_user_id=user, view_id=view))
         try:
             await self.notifier.sign_in_finished(outcome)
         except Exception:  # the page still tells the person; the modal shows it on its next update
