@@ -217,7 +217,9 @@ class IdentityService:
                 changed.append("password")
             if signed_in_anew:
                 changed.append("sign_in")
-            detail: dict[str, object] = {k: {"from": before.get(k), "to": after[k]} for k in changed if k != "password"}
+            detail: dict[str, object] = {
+                k: {"from": before.get(k), "to": after[k]} for k in changed if k not in ("password", "sign_in")
+            }
             if password_changed:
                 detail["password"] = "password changed"
             if signed_in_anew:
