@@ -419,3 +419,64 @@ async def test_use_a_password_instead(sobot: Bot, provider: Provider, company: C
     assert has_block(updated, F.smtp_password) and has_block(updated, F.sign_in_block)
     async with bot.db.session() as session:
         assert await session.scalar(select(func.count()).select_from(MailboxGrant)) == 0
+
+
+# ---- where sign-in is (not) offered, Socket Mode, key rotation ------------------------------------------------
+
+
+@pytest.mark.parametrize("provider", ["google"], indirect=True)
+async def test_a_provider_without_its_client_id_is_not_offered(
+    tmp_path: Path, sqlite_url: str, fake_slack: FakeSlack, company: CompanyMail, provider: Provider
+) -> None:
+    bot = await start_signin_bot(tmp_path, sqlite_url, fake_slack, company, [provider])
+    try:
+        microsoft = await start_provider("microsoft", TestCA(tmp_path / "ca"))
+        await microsoft.close()
+        view = await open_signin_form(bot, microsoft)  # only Google is configured
+        assert not has_block(view, F.sign_in_block) and has_block(view, F.smtp_password)
+        google = await open_signin_form(bot, provider)
+        assert has_block(google, F.sign_in_block)
+    finally:
+        await bot.slack.close()
+        await bot.runtime.stop()
+
+
+@pytest.mark.parametrize("provider", ["microsoft"], indirect=True)
+async def test_sign_in_over_socket_mode(
+    tmp_path: Path, sqlite_url: str, fake_slack: FakeSlack, company: CompanyMail, provider: Provider
+) -> None:
+    from tests.conftest import APP_TOKEN
+
+    bot = await start_signin_bot(tmp_path, sqlite_url, fake_slack, company, [provider], SLACK_APP_TOKEN=APP_TOKEN)
+    try:
+        assert bot.slack.socket
+        view = await open_signin_form(bot, provider)
+        status, page, updated = await sign_in(bot, view)
+        assert status == 200 and COMPANY_ADDRESS in page
+        assert f"Signed in with Microsoft as *{COMPANY_ADDRESS}*" in str(block(updated, F.sign_in_status)["text"])
+    finally:
+        await bot.slack.close()
+        await bot.runtime.stop()
+
+
+@pytest.mark.parametrize("provider", ["microsoft"], indirect=True)
+async def test_secrets_rotate_reencrypts_the_sign_in_tokens(sobot: Bot, provider: Provider, tmp_path: Path) -> None:
+    from cryptography.fernet import Fernet
+
+    from bot.app import rotate_secrets
+    from bot.services.secrets import SecretBox
+
+    bot = sobot
+    identity = await signed_in_identity(bot, provider)
+    key_file = Path(bot.runtime.settings.data_dir) / "secret.key"
+    old = key_file.read_text().strip()
+    new = Fernet.generate_key().decode()
+    settings = bot.runtime.settings
+    from dataclasses import replace as changed
+
+    assert await rotate_secrets(changed(settings, secret_keys=(new, old))) == 1
+    async with bot.db.session() as session:
+        grant = await session.scalar(select(MailboxGrant).where(MailboxGrant.identity_id == identity.id))
+    assert grant is not None
+    refresh_token = SecretBox([new]).decrypt(grant.refresh_token_encrypted)
+    assert refresh_token in provider.auth._grants_by_refresh, "readable with the new key alone"
