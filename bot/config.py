@@ -308,5 +308,8 @@ def _sign_in_settings(get: Env) -> dict[str, Any]:
             raise ConfigError(
                 "PUBLIC_URL", f"required with {prefix}_CLIENT_ID: the provider redirects to PUBLIC_URL/oauth/callback"
             )
-        apps.append(OAuthAppSettings(provider, client_id.strip(), secret.strip(), *urls, smtp))
+        authorize_url, token_url, jwks_url = urls
+        apps.append(
+            OAuthAppSettings(provider, client_id.strip(), secret.strip(), authorize_url, token_url, jwks_url, smtp)
+        )
     return {"public_url": _url("PUBLIC_URL", public_url) if public_url else None, "oauth_apps": tuple(apps)}

@@ -25,7 +25,7 @@ from bot.services.limits.rules import needs_approval
 from bot.services.notifier import Notifier, Posted
 from bot.services.policy import Policy
 from bot.services.secrets import SecretBox
-from models import Database, Identity, IdentityKind, IdentityStatus, LimitRequest, StepName
+from models import Database, Identity, IdentityKind, IdentityStatus, LimitRequest, SmtpSecurity, StepName
 from models.base import utcnow
 from models.tables import DEFAULT_DAILY_LIMIT, DEFAULT_HOURLY_LIMIT
 
@@ -148,7 +148,8 @@ class IdentityService:
         assert self.signed_in is not None
         server = self.signed_in.server(signed.grant)
         identity.esp_provider = signed.grant.provider
-        identity.smtp_host, identity.smtp_port, identity.smtp_security = server.host, server.port, server.security
+        identity.smtp_host, identity.smtp_port = server.host, server.port
+        identity.smtp_security = SmtpSecurity(server.security)
         identity.smtp_username = identity.address
         identity.smtp_password_encrypted = None
 
