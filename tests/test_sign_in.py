@@ -480,3 +480,41 @@ async def test_secrets_rotate_reencrypts_the_sign_in_tokens(sobot: Bot, provider
     assert grant is not None
     refresh_token = SecretBox([new]).decrypt(grant.refresh_token_encrypted)
     assert refresh_token in provider.auth._grants_by_refresh, "readable with the new key alone"
+
+
+@pytest.mark.parametrize("provider", ["microsoft"], indirect=True)
+async def test_a_password_identity_moves_to_sign_in_and_back(
+    sobot: Bot, provider: Provider, company: CompanyMail
+) -> None:
+    from tests.test_company_identity import create_company_identity
+
+    bot = sobot
+    identity = await create_company_identity(bot, company)  # a password, on the customer's own server
+    mark = bot.fake.mark()
+    await bot.slack.command(f"edit {COMPANY_ADDRESS}")
+    view = await bot.loaded_form(mark, F.callback)
+    mark = bot.fake.mark()
+    await bot.slack.choose(view["id"], F.provider, "microsoft")
+    view = (await bot.fake.wait_for("views.update", after=mark)).response["view"]
+    assert has_block(view, F.sign_in_block), "Microsoft 365 customers can switch before basic auth goes"
+    await sign_in(bot, view)
+    assert SUCCESS_PROMPT in await run_test_setup(bot, view["id"])
+    ack = await bot.slack.submit(view["id"])
+    assert ack.body["response_action"] == "update", ack.body
+    async with bot.db.session() as session:
+        stored = await session.get(Identity, identity.id)
+        grant = await session.scalar(select(MailboxGrant).where(MailboxGrant.identity_id == identity.id))
+    assert stored is not None and stored.smtp_password_encrypted is None and grant is not None
+    assert (stored.smtp_host, stored.smtp_port) == ("127.0.0.1", provider.smtp_port)
+
+    # Back to a password: the sign-in is deleted with the save, and the password is required again.
+    mark = bot.fake.mark()
+    await bot.slack.command(f"edit {COMPANY_ADDRESS}")
+    view = await bot.loaded_form(mark, F.callback)
+    mark = bot.fake.mark()
+    await bot.slack.click_view(view["id"], F.use_password)
+    view = (await bot.fake.wait_for("views.update", after=mark)).response["view"]
+    ack = await bot.slack.submit(view["id"])
+    assert ack.body["response_action"] == "errors" and any("SMTP password" in e for e in ack.body["errors"].values())
+    async with bot.db.session() as session:
+        assert await session.scalar(select(func.count()).select_from(MailboxGrant)) == 1, "nothing changed yet"
