@@ -23,14 +23,17 @@ from slack_sdk.http_retry.builtin_async_handlers import (
 from slack_sdk.web.async_client import AsyncWebClient
 
 import handlers
-from bot.config import ConfigError, Settings
+from bot.config import ConfigError, OAuthAppSettings, Settings
 from bot.jobs import Jobs
 from bot.logs import library_logger, quiet_libraries
+from bot.mail import oauth
 from bot.mail.delivery import Delivery, InboundAddress
 from bot.mail.domains import PlatformDomains
 from bot.mail.outbound import MailSender, SmtpServer
 from bot.services.gateway import GatewayCredentials, IdentityRelay, IssuedCredential, SendingLimits, Submission
 from bot.services.identities import IdentityService
+from bot.services.identities.grants import MailboxGrants
+from bot.services.identities.sign_in import MailboxSignIn
 from bot.services.incoming import InboundStore, IncomingMail, LeadForwarder
 from bot.services.limits import LimitService
 from bot.services.notifier import Notifier, NullNotifier
@@ -40,7 +43,7 @@ from bot.services.secrets import SecretBox, load_or_create_keys, rotate_stored_p
 from bot.services.verification import OtpChallenges, VerificationService
 from bot.smtp.gateway import SubmissionGateway
 from bot.smtp.inbound import InboundServer
-from bot.web import SlackServer, check_tokens
+from bot.web import SlackServer, check_tokens, sign_in_routes
 from handlers.managers import SlackManagerDirectory
 from handlers.notifier import SlackNotifier
 from models import Database
@@ -76,6 +79,18 @@ def relay_of(settings: Settings) -> SmtpServer | None:
     return None if r is None else SmtpServer(r.host, r.port, r.security, r.username, r.password)
 
 
+def oauth_provider(app: OAuthAppSettings) -> oauth.OAuthProvider:
+    build = oauth.microsoft if app.provider == oauth.MICROSOFT else oauth.google
+    return build(
+        app.client_id,
+        app.client_secret,
+        authorize_url=app.authorize_url,
+        token_url=app.token_url,
+        jwks_url=app.jwks_url,
+        smtp=(app.smtp.host, app.smtp.port),
+    )
+
+
 @dataclass
 class Core:
     """The services and what sits between them and the edges (mail delivery, incoming mail)."""
@@ -85,6 +100,7 @@ class Core:
     incoming: IncomingMail
     store: InboundStore
     submission: Submission
+    oauth_http: oauth.OAuthHttp
 
 
 def build_core(
@@ -103,7 +119,10 @@ def build_core(
         allow_private_hosts=s.smtp_allow_private_hosts, allowed_ports=s.smtp_allowed_ports, timeout=s.smtp_timeout
     )
     delivery = Delivery(mail, relay=relay_of(s), domains=domains, inbound=inbound_address, outbox=s.data_dir / "outbox")
-    identities = IdentityService(db, notifier, policy, secrets=secrets, mail=mail, domains=domains)
+    oauth_http = oauth.OAuthHttp()
+    providers = {app.provider: oauth_provider(app) for app in s.oauth_apps}
+    grants = MailboxGrants(db, secrets, providers, oauth_http)
+    identities = IdentityService(db, notifier, policy, secrets=secrets, mail=mail, domains=domains, grants=grants)
     verification = VerificationService(
         db, notifier, identities, OtpChallenges(db, secrets), delivery, domains, tracking_timeout=s.tracking_timeout
     )
@@ -117,11 +136,12 @@ def build_core(
         limits=LimitService(db, notifier, policy),
         window=window,
         credentials=credentials,
+        sign_in=MailboxSignIn(db, secrets, grants, notifier, public_url=s.public_url),
     )
     incoming = IncomingMail(db, domains, on_tokens=verification.on_tokens, forward=LeadForwarder(delivery, domains))
     store = InboundStore(db, domains, on_stored=incoming.process)
     submission = Submission(db, credentials, window, IdentityRelay(delivery, identities))
-    return Core(services, delivery, incoming, store, submission)
+    return Core(services, delivery, incoming, store, submission, oauth_http)
 
 
 @dataclass
@@ -137,6 +157,7 @@ class Runtime:
     gateway: SubmissionGateway = field(init=False)
     slack: SlackServer = field(init=False)
     jobs: Jobs = field(init=False)
+    oauth_http: oauth.OAuthHttp = field(init=False)
 
     @property
     def http_url(self) -> str | None:
@@ -156,9 +177,12 @@ class Runtime:
             logger=library_logger("slack_bolt.identity_bot"),  # Bolt copies this level to its loggers
         )
         self.managers = SlackManagerDirectory(client, s.managers)
-        notifier = SlackNotifier(client, self.managers, approvals_channel=s.approvals_channel)
+        notifier = SlackNotifier(
+            client, self.managers, approvals_channel=s.approvals_channel, platform_domain=s.platform_domain
+        )
         core = build_core(s, self.db, notifier, self.managers, inbound_address=self._inbound_address)
         self.services = core.services
+        self.oauth_http = core.oauth_http
         self.inbound = InboundServer(core.store)
         tls = None
         if s.submission_tls is not None:
@@ -166,9 +190,20 @@ class Runtime:
             tls.load_cert_chain(*s.submission_tls)
         self.gateway = SubmissionGateway(core.submission, tls_context=tls)
         self.jobs = Jobs(
-            core.services.verification, core.incoming, core.services.limits, tracking_timeout=s.tracking_timeout
+            core.services.verification,
+            core.incoming,
+            core.services.limits,
+            tracking_timeout=s.tracking_timeout,
+            sign_in=core.services.sign_in,
         )
-        self.slack = SlackServer(self.app, host=s.host, port=s.port, app_token=s.slack_app_token, healthy=self.db.ping)
+        self.slack = SlackServer(
+            self.app,
+            host=s.host,
+            port=s.port,
+            app_token=s.slack_app_token,
+            healthy=self.db.ping,
+            routes=sign_in_routes(core.services.sign_in),
+        )
         handlers.register(self.app, self.services)
 
     def _inbound_address(self) -> tuple[str, int] | None:
@@ -191,6 +226,8 @@ class Runtime:
             )
         if not s.managers:
             log.warning("MANAGERS is not set: nobody can approve limit increases")
+        for app in s.oauth_apps:
+            log.info("Sign in with %s is offered; redirect URI %s/oauth/callback", app.provider, s.public_url)
         self.jobs.start()
         await self.slack.start()
 
@@ -202,6 +239,8 @@ class Runtime:
                 await server.stop()
         if getattr(self, "slack", None) is not None:
             await self.slack.stop()
+        if getattr(self, "oauth_http", None) is not None:
+            await self.oauth_http.close()
         if getattr(self, "db", None) is not None:
             await self.db.dispose()
 

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from bot.mail import oauth
 from bot.mail.netguard import is_loopback
 
 DEFAULT_PLATFORM_DOMAIN = "mail.connectplex.com"
@@ -48,6 +49,19 @@ class RelaySettings:
 
 
 @dataclass(frozen=True)
+class OAuthAppSettings:
+    """One provider's "Sign in with …" app: its registration and endpoints (real ones unless overridden)."""
+
+    provider: str  # "microsoft" | "google"
+    client_id: str
+    client_secret: str = field(repr=False)
+    authorize_url: str
+    token_url: str
+    jwks_url: str
+    smtp: HostPort
+
+
+@dataclass(frozen=True)
 class Settings:
     slack_bot_token: str | None = field(repr=False)
     slack_signing_secret: str | None = field(repr=False)
@@ -71,6 +85,8 @@ class Settings:
     smtp_timeout: float
     submission_tls: tuple[Path, Path] | None
     log_level: str
+    public_url: str | None = None
+    oauth_apps: tuple[OAuthAppSettings, ...] = ()
 
     @property
     def socket_mode(self) -> bool:
@@ -161,6 +177,7 @@ def load_settings(env: Mapping[str, str] | None = None, *, require_slack: bool =
         tracking_domain=_domain("TRACKING_DOMAIN", get("TRACKING_DOMAIN") or platform_domain),
         **_mail_settings(get),
         log_level=level,
+        **_sign_in_settings(get),
     )
 
 
@@ -251,3 +268,48 @@ def _mail_settings(get: Env) -> dict[str, Any]:
         "smtp_timeout": _seconds(get, "SMTP_TIMEOUT", "15", at_most=60),
         "submission_tls": submission_tls,
     }
+
+
+def _url(name: str, value: str) -> str:
+    parts = urlsplit(value.strip())
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
+        raise ConfigError(name, f"expected an http(s) URL without query, got {value!r}")
+    return value.strip().rstrip("/")
+
+
+_APPS = {
+    oauth.MICROSOFT: (
+        oauth.MICROSOFT_AUTHORIZE_URL,
+        oauth.MICROSOFT_TOKEN_URL,
+        oauth.MICROSOFT_JWKS_URL,
+        oauth.MICROSOFT_SMTP,
+    ),
+    oauth.GOOGLE: (oauth.GOOGLE_AUTHORIZE_URL, oauth.GOOGLE_TOKEN_URL, oauth.GOOGLE_JWKS_URL, oauth.GOOGLE_SMTP),
+}
+
+
+def _sign_in_settings(get: Env) -> dict[str, Any]:
+    """PUBLIC_URL and the "Sign in with Microsoft / Google" apps: a provider without its client id is not offered."""
+    public_url = get("PUBLIC_URL")
+    apps: list[OAuthAppSettings] = []
+    for provider, (authorize, token, jwks, (smtp_host, smtp_port)) in _APPS.items():
+        prefix = provider.upper()
+        client_id, secret = get(f"{prefix}_CLIENT_ID"), get(f"{prefix}_CLIENT_SECRET")
+        urls = [
+            _url(f"{prefix}_{n}_URL", get(f"{prefix}_{n}_URL") or d)
+            for n, d in (("AUTHORIZE", authorize), ("TOKEN", token), ("JWKS", jwks))
+        ]
+        smtp = _host_port(f"{prefix}_SMTP", get(f"{prefix}_SMTP") or f"{smtp_host}:{smtp_port}")
+        if not client_id:
+            continue
+        if not secret:
+            raise ConfigError(f"{prefix}_CLIENT_SECRET", f"required with {prefix}_CLIENT_ID (the app's client secret)")
+        if not public_url:
+            raise ConfigError(
+                "PUBLIC_URL", f"required with {prefix}_CLIENT_ID: the provider redirects to PUBLIC_URL/oauth/callback"
+            )
+        authorize_url, token_url, jwks_url = urls
+        apps.append(
+            OAuthAppSettings(provider, client_id.strip(), secret.strip(), authorize_url, token_url, jwks_url, smtp)
+        )
+    return {"public_url": _url("PUBLIC_URL", public_url) if public_url else None, "oauth_apps": tuple(apps)}

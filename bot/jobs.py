@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from bot.services.identities.sign_in import MailboxSignIn
 from bot.services.incoming import IncomingMail
 from bot.services.limits import LimitService
 from bot.services.verification import VerificationService
@@ -24,8 +25,10 @@ class Jobs:
         limits: LimitService,
         *,
         tracking_timeout: float,
+        sign_in: MailboxSignIn | None = None,
     ) -> None:
         self.verification = verification
+        self.sign_in = sign_in
         self.incoming = incoming
         self.limits = limits
         # Timeouts fire within a quarter of TRACKING_TIMEOUT (at most 5 s late); retries every ~30 s.
@@ -61,6 +64,8 @@ class Jobs:
                 if rounds % retry_every == 0:
                     await self.incoming.process_pending()
                     await self.limits.post_unposted()
+                    if self.sign_in is not None:
+                        await self.sign_in.purge()  # sign-ins of modals long closed
             except Exception:
                 log.exception("background sweep failed")
             await asyncio.sleep(self.interval)

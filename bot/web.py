@@ -4,14 +4,16 @@ the start-up check that Slack accepts our tokens."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 
 from aiohttp import web
 from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
 from slack_bolt.async_app import AsyncApp
 from slack_sdk.errors import SlackApiError
 
+from bot import pages
 from bot.config import ConfigError
+from bot.services.identities.sign_in import CALLBACK_PATH, START_PATH, MailboxSignIn, SignInRefused
 
 log = logging.getLogger(__name__)
 
@@ -47,8 +49,10 @@ class SlackServer:
         port: int,
         app_token: str | None,
         healthy: Callable[[], Awaitable[bool]],
+        routes: Sequence[web.RouteDef] = (),
     ) -> None:
         self.app = app
+        self.routes = list(routes)  # served in both modes (e.g. the OAuth sign-in's return)
         self.host = host
         self.port = port
         self.app_token = app_token
@@ -71,6 +75,7 @@ class SlackServer:
             log.info("connected to Slack in Socket Mode")
         web_app = web.Application()
         web_app.router.add_get("/healthz", self._healthz)
+        web_app.add_routes(self.routes)
         if not self.socket_mode:
             web_app.router.add_post("/slack/events", self._slack_events)
         self._runner = web.AppRunner(web_app, access_log=None)
@@ -79,8 +84,9 @@ class SlackServer:
         await site.start()
         host, port = self._runner.addresses[0][:2]
         self.url = f"http://{host}:{port}"
-        routes = "GET /healthz" if self.socket_mode else "POST /slack/events, GET /healthz"
-        log.info("listening on %s (%s)", self.url, routes)
+        served = ["GET /healthz"] + ([] if self.socket_mode else ["POST /slack/events"])
+        served += [f"{r.method} {r.path}" for r in self.routes if isinstance(r, web.RouteDef)]
+        log.info("listening on %s (%s)", self.url, ", ".join(served))
 
     async def stop(self) -> None:
         if self._socket_handler is not None:
@@ -98,3 +104,33 @@ class SlackServer:
         if not await self.healthy():
             return web.json_response({"ok": False, "database": "unreachable"}, status=503)
         return web.json_response({"ok": True})
+
+
+# The browser's side of "Sign in with Microsoft / Google": the modal's button opens /oauth/start, the provider sends
+# the browser back to /oauth/callback. Pages are never cached and send no Referer (the callback URL held a code).
+_NO_STORE = {"Cache-Control": "no-store", "Referrer-Policy": "no-referrer", "X-Content-Type-Options": "nosniff"}
+
+
+def sign_in_routes(sign_in: MailboxSignIn) -> list[web.RouteDef]:
+    async def start(request: web.Request) -> web.StreamResponse:
+        try:
+            location = await sign_in.start(request.query.get("t", ""))
+        except SignInRefused as exc:
+            log.info("sign-in link refused: %s", exc.reason)
+            return _page(400, pages.refused(exc.reason))
+        raise web.HTTPFound(location, headers=_NO_STORE)
+
+    async def callback(request: web.Request) -> web.StreamResponse:
+        query = request.query
+        try:
+            outcome = await sign_in.complete(query.get("state", ""), code=query.get("code"), error=query.get("error"))
+        except SignInRefused as exc:
+            log.info("sign-in callback refused: state %s", exc.reason)
+            return _page(400, pages.refused(exc.reason))
+        return _page(200 if outcome.mailbox else 400, pages.signed_in(outcome))
+
+    return [web.get(START_PATH, start), web.get(CALLBACK_PATH, callback)]
+
+
+def _page(status: int, body: str) -> web.Response:
+    return web.Response(status=status, text=body, content_type="text/html", headers=_NO_STORE)

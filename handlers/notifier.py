@@ -7,10 +7,11 @@ import logging
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.services.notifier import StepEvent
+from bot.services.notifier import SignInOutcome, StepEvent
 from bot.services.policy import ManagerDirectory
 from handlers.blocks import Message
 from handlers.identity.messages import identity_updated
+from handlers.identity.sign_in import ModalUpdates
 from handlers.limits.views import approval_request, decision_for_requester, limits_changed
 from handlers.verification.views import identity_panel, ready_message, step_event_message
 from models import Identity, LimitRequest, VerificationStep
@@ -20,11 +21,20 @@ log = logging.getLogger(__name__)
 
 class SlackNotifier:
     def __init__(
-        self, client: AsyncWebClient, managers: ManagerDirectory, *, approvals_channel: str | None = None
+        self,
+        client: AsyncWebClient,
+        managers: ManagerDirectory,
+        *,
+        approvals_channel: str | None = None,
+        platform_domain: str = "",
     ) -> None:
         self.client = client
         self.managers = managers
         self.approvals_channel = approvals_channel
+        self.modals = ModalUpdates(client, platform_domain=platform_domain)
+
+    async def sign_in_finished(self, outcome: SignInOutcome) -> None:
+        await self.modals.sign_in_finished(outcome)
 
     async def post(
         self, channel: str, message: Message, *, fallback_user: str | None = None, thread_ts: str | None = None

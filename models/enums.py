@@ -80,3 +80,10 @@ class SlotState(enum.StrEnum):
 
     RESERVED = "reserved"  # counted from the moment it is taken; a crash mid-relay keeps it counted (the safe side)
     SENT = "sent"
+
+
+class MailboxProvider(enum.StrEnum):
+    """Whose "Sign in with …" a company identity sends with (OAuth 2.0 and SMTP XOAUTH2)."""
+
+    MICROSOFT = "microsoft"
+    GOOGLE = "google"

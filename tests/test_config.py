@@ -95,3 +95,42 @@ def test_the_gateway_off_loopback_needs_a_certificate() -> None:
     with pytest.raises(ConfigError) as info:
         load_settings({**BASE, "SUBMISSION_TLS_CERT": "/nonexistent.pem"})
     assert info.value.variable == "SUBMISSION_TLS_KEY"
+
+
+def test_sign_in_settings_default_to_the_real_endpoints_and_need_a_public_url_and_a_secret(tmp_path: Path) -> None:
+    assert load_settings(BASE).oauth_apps == ()
+    settings = load_settings(
+        {
+            **BASE,
+            "PUBLIC_URL": "https://bot.acme.example/",
+            "MICROSOFT_CLIENT_ID": "id",
+            "MICROSOFT_CLIENT_SECRET": "sekrit-value",
+        }
+    )
+    assert settings.public_url == "https://bot.acme.example"
+    [app] = settings.oauth_apps
+    assert (app.provider, app.authorize_url, app.token_url) == (
+        "microsoft",
+        "https://login.microsoftonline.com/organizations/oauth2/v2.0/authorize",
+        "https://login.microsoftonline.com/organizations/oauth2/v2.0/token",
+    )
+    assert (app.smtp.host, app.smtp.port) == ("smtp.office365.com", 587)
+    assert "x" not in repr(app), "the client secret stays out of repr"
+    google = load_settings(
+        {**BASE, "PUBLIC_URL": "https://b.example", "GOOGLE_CLIENT_ID": "g", "GOOGLE_CLIENT_SECRET": "s"}
+    )
+    assert [(a.provider, a.authorize_url, a.token_url) for a in google.oauth_apps] == [
+        ("google", "https://accounts.google.com/o/oauth2/v2/auth", "https://oauth2.googleapis.com/token")
+    ]
+    for env, variable in (
+        ({"MICROSOFT_CLIENT_ID": "id", "MICROSOFT_CLIENT_SECRET": "x"}, "PUBLIC_URL"),
+        ({"PUBLIC_URL": "https://b.example", "GOOGLE_CLIENT_ID": "g"}, "GOOGLE_CLIENT_SECRET"),
+        ({"PUBLIC_URL": "ftp://b.example"}, "PUBLIC_URL"),
+        ({"PUBLIC_URL": "https://b.example", "MICROSOFT_TOKEN_URL": "not a url"}, "MICROSOFT_TOKEN_URL"),
+        ({"GOOGLE_SMTP": "smtp.gmail.com"}, "GOOGLE_SMTP"),
+    ):
+        with pytest.raises(ConfigError) as raised:
+            load_settings({**BASE, **env})
+        assert raised.value.variable == variable
+    result = run_cli(tmp_path, "run", **BASE, GOOGLE_CLIENT_ID="g", GOOGLE_CLIENT_SECRET="s")
+    assert result.returncode == 2 and "PUBLIC_URL" in result.stderr and len(result.stderr.strip().splitlines()) == 1

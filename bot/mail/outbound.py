@@ -20,6 +20,7 @@ from email.message import EmailMessage
 
 import aiosmtplib
 
+from bot.mail import xoauth2
 from bot.mail.diagnosis import (
     SUCCESS_PROMPT,
     Diagnosis,
@@ -28,7 +29,9 @@ from bot.mail.diagnosis import (
     recipients_refused,
 )
 from bot.mail.netguard import MAIL_PORTS, resolve_mail_addresses
+from bot.mail.sign_in_diagnosis import diagnose_sign_in
 from bot.mail.smtp_errors import diagnose
+from bot.mail.xoauth2 import Bearer
 
 log = logging.getLogger(__name__)
 
@@ -48,10 +51,14 @@ class SmtpServer:
     security: str
     username: str | None = None
     password: str | None = field(default=None, repr=False)
+    # Sign-in with Microsoft/Google: log in as `username` with XOAUTH2 and the mailbox's access token instead.
+    bearer: Bearer | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.security not in SECURITY_MODES:
             raise ValueError(f"security must be one of {', '.join(SECURITY_MODES)}")
+        if self.bearer is not None and (self.security == "none" or not self.username):
+            raise ValueError("an OAuth login needs TLS and the mailbox address as username")
 
 
 class SmtpFailure(Exception):
@@ -91,8 +98,11 @@ class _PartialRefusal(Exception):
         self.refusals = refusals
 
 
-def _secrets_of(server: SmtpServer) -> list[str]:
-    """The password and the encodings in which it crosses the wire, to scrub from anything shown or logged."""
+def _secrets_of(server: SmtpServer, tokens: list[str] | None = None) -> list[str]:
+    """The password (or access tokens) and the encodings in which it crosses the wire, to scrub from anything shown
+    or logged."""
+    if tokens:
+        return [t for token in tokens for t in (token, base64.b64encode(token.encode()).decode())]
     if not server.password or len(server.password) < 4:
         return []
     raw = server.password
@@ -139,10 +149,11 @@ class MailSender:
     ) -> SetupCheck:
         """A real session with these settings: log in, offer MAIL FROM `sender`, and send `test_message` if given
         (else RSET). Never raises for mail or network problems: the result carries the diagnosis."""
+        tokens: list[str] = []
         try:
-            await self._session(server, test_message, sender=sender, recipients=None, trusted=False)
+            await self._session(server, test_message, sender=sender, recipients=None, trusted=False, tokens=tokens)
         except Exception as exc:  # noqa: BLE001 - every failure becomes advice; unknown ones are logged
-            diagnosis = self._diagnose(exc, server)
+            diagnosis = self._diagnose(exc, server, tokens)
             return SetupCheck(ok=False, message=diagnosis.text, diagnosis=diagnosis)
         return SetupCheck(ok=True, message=SUCCESS_PROMPT, diagnosis=None)
 
@@ -158,19 +169,24 @@ class MailSender:
         """Send one message; `sender`/`recipients` default to the message headers. `trusted` (the platform relay,
         loopback delivery) skips the SSRF guard and port list. Raises SmtpFailure on any failure, including a
         refusal of only some recipients (the message then went to the others)."""
+        tokens: list[str] = []
         try:
-            await self._session(server, message, sender=sender, recipients=recipients, trusted=trusted)
+            await self._session(server, message, sender=sender, recipients=recipients, trusted=trusted, tokens=tokens)
         except Exception as exc:  # noqa: BLE001 - normalised into SmtpFailure
-            diagnosis = self._diagnose(exc, server)
+            diagnosis = self._diagnose(exc, server, tokens)
             refused = tuple(exc.refusals) if isinstance(exc, _PartialRefusal) else ()
             raise SmtpFailure(diagnosis, refused_recipients=refused) from None
 
     # -----------------------------------------------------------------------------------------------------------
 
-    def _diagnose(self, exc: Exception, server: SmtpServer) -> Diagnosis:
-        diagnosis = _scrub(
-            diagnose(exc, host=server.host, port=server.port, security=server.security), _secrets_of(server)
-        )
+    def _diagnose(self, exc: Exception, server: SmtpServer, tokens: list[str]) -> Diagnosis:
+        signed_in = None
+        if server.bearer is not None:
+            signed_in = diagnose_sign_in(
+                exc, bearer=server.bearer, address=server.username or "", host=server.host, port=server.port
+            )
+        found = signed_in or diagnose(exc, host=server.host, port=server.port, security=server.security)
+        diagnosis = _scrub(found, _secrets_of(server, tokens))
         self._log_outcome(server, diagnosis.code)
         if diagnosis.code == "unexpected":
             # Type and origin only: an exception's text could hold anything, and tracebacks don't carry locals.
@@ -195,8 +211,11 @@ class MailSender:
         sender: str | None,
         recipients: list[str] | None,
         trusted: bool,
+        tokens: list[str],
     ) -> None:
         async with asyncio.timeout(self.timeout):
+            if server.bearer is not None:  # before connecting: a revoked grant needs no SMTP session to show
+                tokens.append(await server.bearer.source.token())
             addresses = await resolve_mail_addresses(
                 server.host,
                 server.port,
@@ -208,7 +227,13 @@ class MailSender:
             cleartext_auth_ok = trusted or ipaddress.ip_address(address.split("%", 1)[0]).is_loopback
             try:
                 await self._converse(
-                    client, server, message, sender=sender, recipients=recipients, cleartext_auth_ok=cleartext_auth_ok
+                    client,
+                    server,
+                    message,
+                    sender=sender,
+                    recipients=recipients,
+                    cleartext_auth_ok=cleartext_auth_ok,
+                    tokens=tokens,
                 )
             finally:
                 client.close()
@@ -267,13 +292,16 @@ class MailSender:
         sender: str | None,
         recipients: list[str] | None,
         cleartext_auth_ok: bool,
+        tokens: list[str],
     ) -> None:
         await _hello(client)
         if server.security == "starttls":
             # Raises if the server does not offer STARTTLS: we never fall back to clear text.
             await client.starttls()
             await _hello(client)
-        if server.username:
+        if server.bearer is not None and server.username:
+            tokens.append(await xoauth2.login(client, server.username, server.bearer, tokens[-1]))
+        elif server.username:
             if server.security == "none" and client.supports_extension("auth") and not cleartext_auth_ok:
                 raise _Refused(cleartext_auth_refused(server.host, server.port))
             await client.login(server.username, server.password or "")

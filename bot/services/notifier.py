@@ -5,8 +5,9 @@ Announcing is best effort: everything an event reports is already stored."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from enum import StrEnum
 from typing import Protocol
 
 from models import Identity, LimitRequest, StepName, StepStatus, VerificationStep
@@ -32,6 +33,30 @@ class StepEvent:
     route: str | None = None
     wait: timedelta | None = None
     reset: tuple[StepName, ...] = ()
+
+
+class SignInProblem(StrEnum):
+    """Why a sign-in that came back did not give us a mailbox."""
+
+    DECLINED = "declined"  # the person (or an administrator's policy) said no on the consent screen
+    SCOPE_NOT_GRANTED = "scope_not_granted"  # the send-mail permission was unticked
+    UNREACHABLE = "unreachable"
+    FAILED = "failed"  # the provider refused the code exchange, or the id_token did not check out
+
+
+@dataclass(frozen=True)
+class SignInOutcome:
+    """A "Sign in with Microsoft / Google" that came back, for the modal it was started from: the mailbox, or why
+    not. `form` is what the Slack side stored when the button was clicked (None if that never arrived)."""
+
+    slack_user_id: str
+    view_id: str
+    provider: str
+    label: str
+    mailbox: str | None = None
+    problem: SignInProblem | None = None
+    form: str | None = None
+    link: str | None = field(default=None, repr=False)  # the modal's sign-in link, for "Sign in again"
 
 
 class Notifier(Protocol):
@@ -62,6 +87,9 @@ class Notifier(Protocol):
     async def limits_changed(self, identity: Identity, actor: str) -> None:
         """Limits were changed without needing approval (lowered, or within the defaults)."""
 
+    async def sign_in_finished(self, outcome: SignInOutcome) -> None:
+        """A "Sign in with Microsoft / Google" came back: update the modal it was started from in place."""
+
 
 class NullNotifier:
     """Says nothing (commands without Slack, unit tests)."""
@@ -91,4 +119,7 @@ class NullNotifier:
         return None
 
     async def limits_changed(self, identity: Identity, actor: str) -> None:
+        return None
+
+    async def sign_in_finished(self, outcome: SignInOutcome) -> None:
         return None

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from bot.mail.domains import PlatformDomains
 from bot.services.gateway import GatewayCredentials, SendingLimits
 from bot.services.identities import IdentityService
+from bot.services.identities.sign_in import MailboxSignIn
 from bot.services.limits import LimitService
 from bot.services.policy import Policy
 from bot.services.verification import VerificationService
@@ -21,3 +22,4 @@ class Services:
     limits: LimitService
     window: SendingLimits
     credentials: GatewayCredentials
+    sign_in: MailboxSignIn

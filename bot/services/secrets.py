@@ -14,7 +14,7 @@ from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from sqlalchemy import select
 
 from bot.services import audit
-from models import Database, Identity
+from models import Database, Identity, MailboxGrant
 
 KEY_FILE_NAME = "secret.key"
 
@@ -69,12 +69,19 @@ class SecretBox:
 
 
 async def rotate_stored_passwords(db: Database, box: SecretBox, *, actor: str = "cli") -> int:
-    """`identity-bot secrets rotate`: re-encrypt every stored SMTP password under the first key. Returns how many."""
+    """`identity-bot secrets rotate`: re-encrypt every stored SMTP password and sign-in token under the first key.
+    Returns how many identities and sign-ins."""
     count = 0
     async with db.transaction() as session:
         rows = await session.scalars(select(Identity).where(Identity.smtp_password_encrypted.is_not(None)))
         for identity in rows.all():
             identity.smtp_password_encrypted = box.rotate(str(identity.smtp_password_encrypted))
+            count += 1
+        # "Sign in with Microsoft / Google": the same keys encrypt the mailbox's tokens.
+        for grant in (await session.scalars(select(MailboxGrant))).all():
+            grant.refresh_token_encrypted = box.rotate(grant.refresh_token_encrypted)
+            if grant.access_token_encrypted:
+                grant.access_token_encrypted = box.rotate(grant.access_token_encrypted)
             count += 1
         audit.record(session, actor=actor, action="secrets.rotated", identity_id=None, count=count)
     return count

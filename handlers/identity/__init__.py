@@ -10,6 +10,7 @@ from handlers.identity.command import IdentityCommand
 from handlers.identity.form import IdentityFormListeners
 from handlers.identity.ids import COMMAND
 from handlers.identity.ids import IdentityForm as F
+from handlers.identity.sign_in import SignInListeners
 from handlers.limits.listeners import LimitListeners
 
 
@@ -20,5 +21,8 @@ def register(app: AsyncApp, services: Services, limits: LimitListeners) -> None:
     app.action(F.kind_changed)(guarded(form.kind_changed))
     app.action(F.provider_changed)(guarded(form.provider_changed))
     app.action(F.test_setup)(guarded(form.test_setup))
+    sign_in = SignInListeners(form)
+    app.action(F.sign_in)(guarded(sign_in.clicked))
+    app.action(F.use_password)(guarded(sign_in.use_password))
     app.view(F.callback)(guarded(form.save))
     app.view(F.saved_callback)(ack_only)

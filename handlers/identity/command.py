@@ -14,6 +14,7 @@ from handlers.blocks import limits_text, loading_view, problem_view
 from handlers.identity.form import values_from_identity
 from handlers.identity.form_view import FormMeta, FormValues, identity_form
 from handlers.identity.messages import help_message, identity_list, problem_message
+from handlers.identity.sign_in_view import sign_in_offer
 from handlers.limits.listeners import LimitListeners
 from handlers.verification.views import identity_overview
 from models import Identity
@@ -135,11 +136,16 @@ class IdentityCommand:
             channel=identity.notices_channel,
             kind=identity.kind,
             tracking_address=identity.tracking_address,
+            sign_in=await self.services.identities.signed_in_mailbox(identity),
         )
+        values = values_from_identity(identity)
         view = identity_form(
-            values_from_identity(identity),
+            values,
             meta,
             platform_domain=self.services.domains.platform,
             current_limits=limits_text(identity.hourly_limit, identity.daily_limit),
+            sign_in=sign_in_offer(
+                self.services.sign_in, values.provider, kind=meta.kind, user=command["user_id"], view_id=opened["id"]
+            ),
         )
         await client.views_update(view_id=opened["id"], hash=opened.get("hash"), view=view)

@@ -16,15 +16,20 @@ from bot.services.registry import Services
 from handlers.blocks import limits_text
 from handlers.identity.form_view import FormMeta, FormValues, identity_form, saved_view
 from handlers.identity.ids import IdentityForm as F
+from handlers.identity.sign_in_view import sign_in_offer
 from handlers.state import errors_for_view, read_state
 from models import Identity, IdentityKind, SmtpSecurity
 
 log = logging.getLogger(__name__)
 
 
-def draft_from_view(view: dict[str, Any], meta: FormMeta) -> IdentityDraft:
+def draft_from_view(view: dict[str, Any], meta: FormMeta, user: str | None = None) -> IdentityDraft:
+    """What the modal holds; `user` (the Slack user acting) finds the modal's own sign-in, if it uses one."""
     values = read_state(view)
     return IdentityDraft(
+        use_sign_in=bool(meta.sign_in),
+        sign_in_user=user,
+        sign_in_view=view.get("id"),
         kind=values.get(F.kind) or meta.kind,
         display_name=values.get(F.display_name),
         company_name=values.get(F.company_name),
@@ -90,9 +95,26 @@ class IdentityFormListeners:
     def __init__(self, services: Services) -> None:
         self.services = services
 
-    def render(self, values: FormValues, meta: FormMeta, *, notice: str | None = None, limits: str | None = None):  # type: ignore[no-untyped-def]
+    def render(  # type: ignore[no-untyped-def]
+        self,
+        values: FormValues,
+        meta: FormMeta,
+        *,
+        who: dict[str, Any],
+        notice: str | None = None,
+        limits: str | None = None,
+    ):
+        """The form; `who` is the interaction's body (whose modal it is, for the sign-in link)."""
+        offer = sign_in_offer(
+            self.services.sign_in, values.provider, kind=meta.kind, user=who["user"]["id"], view_id=who["view"]["id"]
+        )
         return identity_form(
-            values, meta, platform_domain=self.services.domains.platform, notice=notice, current_limits=limits
+            values,
+            meta,
+            platform_domain=self.services.domains.platform,
+            notice=notice,
+            current_limits=limits,
+            sign_in=offer,
         )
 
     async def _current_limits(self, meta: FormMeta) -> str | None:
@@ -120,12 +142,13 @@ class IdentityFormListeners:
         meta.kind = draft.kind
         meta.address_version += 1  # the address input changes type: give it a fresh block_id
         forget_test(meta)
+        meta.sign_in = meta.sign_in_problem = None
         if meta.kind == IdentityKind.COMPANY and not meta.tracking_address:
             meta.tracking_address = self.services.identities.new_tracking_address()
         values = values_from_draft(draft)
         if meta.kind == IdentityKind.COMPANY and not values.provider:
             values.provider, values.smtp_port, values.smtp_security = "other", "587", SmtpSecurity.STARTTLS
-        await self._update(client, view, self.render(values, meta))
+        await self._update(client, view, self.render(values, meta, who=body))
 
     async def provider_changed(self, ack: AsyncAck, body: dict[str, Any], client: AsyncWebClient) -> None:
         """A provider fills host, port and security (they stay editable)."""
@@ -136,11 +159,12 @@ class IdentityFormListeners:
         values = values_from_draft(draft)
         provider = PROVIDERS.get(draft.esp_provider or "")
         forget_test(meta)  # new server settings: an earlier result (or a test still running) no longer applies
+        meta.sign_in = meta.sign_in_problem = None  # a sign-in belongs to the provider it was made with
         if provider is not None:
             values.smtp_host = provider.host or ""
             values.smtp_port, values.smtp_security = str(provider.port), provider.security
             meta.smtp_version += 1  # new block_ids, so Slack shows the provider's values
-        await self._update(client, view, self.render(values, meta, limits=await self._current_limits(meta)))
+        await self._update(client, view, self.render(values, meta, who=body, limits=await self._current_limits(meta)))
 
     async def auto_create(self, ack: AsyncAck, body: dict[str, Any], client: AsyncWebClient) -> None:
         """Fills the address with a free one derived from the display name, keeping everything else typed."""
@@ -155,31 +179,31 @@ class IdentityFormListeners:
             meta.address_version += 1  # a new block_id, so Slack shows the new value instead of what was typed
         else:
             notice = "Enter the sender's display name first, then click Auto create."
-        await self._update(client, view, self.render(values, meta, notice=notice))
+        await self._update(client, view, self.render(values, meta, who=body, notice=notice))
 
     async def test_setup(self, ack: AsyncAck, body: dict[str, Any], client: AsyncWebClient) -> None:
         """Ack at once, show "Testing…", run a real SMTP session, then show the result in the modal."""
         await ack()
         view = body["view"]
         meta = FormMeta.loads(view.get("private_metadata"))
-        draft = draft_from_view(view, meta)
+        draft = draft_from_view(view, meta, body["user"]["id"])
         values = values_from_draft(draft)
         limits = await self._current_limits(meta)
         stored = await self.services.identities.get(meta.identity_id) if meta.identity_id else None
         meta.test_state, meta.test_message, meta.tested = "testing", None, None
-        testing = await self._update(client, view, self.render(values, meta, limits=limits))
+        testing = await self._update(client, view, self.render(values, meta, who=body, limits=limits))
         if testing is None:
             return
         result, fingerprint = await self.services.identities.test_setup(draft, stored=stored)
         meta.test_state = "ok" if result.ok else "failed"
         meta.test_message = result.message
         meta.tested = fingerprint
-        await self._update(client, testing, self.render(values, meta, limits=limits))
+        await self._update(client, testing, self.render(values, meta, who=body, limits=limits))
 
     async def save(self, ack: AsyncAck, body: dict[str, Any], view: dict[str, Any], context: dict[str, Any]) -> None:
         meta = FormMeta.loads(view.get("private_metadata"))
-        draft = draft_from_view(view, meta)
         user = body["user"]["id"]
+        draft = draft_from_view(view, meta, user)
         identities = self.services.identities
         try:
             if meta.mode == "edit" and meta.identity_id is not None:

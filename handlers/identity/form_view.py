@@ -29,6 +29,7 @@ from handlers.blocks import INPUT_ACTION, KIND_LABELS, context, escape, limits_t
 from handlers.details import tracking_instructions
 from handlers.identity.ids import COMMAND
 from handlers.identity.ids import IdentityForm as F
+from handlers.identity.sign_in_view import SignInOffer, with_sign_in
 from models import IdentityKind
 from models.tables import DEFAULT_DAILY_LIMIT, DEFAULT_HOURLY_LIMIT, MAX_DAILY_LIMIT
 
@@ -48,6 +49,8 @@ class FormMeta:
     tested: str | None = None
     test_state: str = "none"  # "none" | "testing" | "ok" | "failed"
     test_message: str | None = None
+    sign_in: str | None = None  # signed in with Microsoft/Google as this mailbox (instead of a password)
+    sign_in_problem: str | None = None  # why the last sign-in gave no mailbox (SignInProblem)
 
     def dumps(self) -> str:
         return json.dumps(asdict(self), separators=(",", ":"))
@@ -208,8 +211,13 @@ def test_result_text(meta: FormMeta) -> str:
     return "Not tested yet. *Test email setup* runs a real session with these settings; saving needs a passing test."
 
 
-def _smtp_blocks(values: FormValues, meta: FormMeta) -> list[Block]:
-    return _server_blocks(values, meta) + _login_blocks(values, meta)
+def _smtp_blocks(values: FormValues, meta: FormMeta, sign_in: SignInOffer | None) -> list[Block]:
+    server, login = _server_blocks(values, meta), _login_blocks(values, meta)
+    if sign_in is None:
+        return server + login
+    return with_sign_in(
+        server, login, signed_in_as=meta.sign_in, address=values.address, problem=meta.sign_in_problem, offer=sign_in
+    )
 
 
 def _server_blocks(values: FormValues, meta: FormMeta) -> list[Block]:
@@ -302,8 +310,9 @@ def identity_form(
     platform_domain: str,
     notice: str | None = None,
     current_limits: str | None = None,
+    sign_in: SignInOffer | None = None,
 ) -> View:
-    """The 'New email identity' / 'Edit email identity' modal."""
+    """The 'New email identity' / 'Edit email identity' modal. `sign_in`: the chosen provider's "Sign in with …"."""
     blocks: list[Block] = [
         *_kind_blocks(values, meta),
         _text_input(
@@ -327,7 +336,7 @@ def identity_form(
         *_limit_blocks(values, meta, current_limits),
     ]
     if meta.kind == IdentityKind.COMPANY:
-        blocks += _smtp_blocks(values, meta)
+        blocks += _smtp_blocks(values, meta, sign_in)
     blocks += _delivery_blocks(values, meta)
     return View(
         type="modal",

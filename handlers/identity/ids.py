@@ -29,6 +29,10 @@ class IdentityForm(StrEnum):
     smtp_security = "smtp_security"
     smtp_username = "smtp_username"
     smtp_password = "smtp_password"
+    sign_in_block = "sign_in_actions"  # "Sign in with Microsoft / Google" (URL button) and its companions
+    sign_in = "identity-sign-in"
+    sign_in_status = "sign_in"  # the section saying who is signed in (also where sign-in errors belong)
+    use_password = "identity-use-password"
     test_block = "test_setup_actions"
     test_setup = "identity-test-setup"
     test_result = "test_result"

@@ -101,6 +101,7 @@ def identity_updated(identity: Identity, changed: list[str], actor: str, when: d
         "smtp_security": "SMTP security",
         "smtp_username": "SMTP username",
         "password": "SMTP password",
+        "sign_in": "sign-in (Microsoft/Google)",
     }
     what = ", ".join(labels.get(c, c) for c in changed) or "nothing"
     return Message(

@@ -38,7 +38,7 @@ class IdentityRelay:
         self.identities = identities
 
     async def __call__(self, identity: Identity, message: EmailMessage, mail_from: str, recipients: list[str]) -> None:
-        server = self.identities.sending_server(identity)
+        server = await self.identities.sending_server(identity)
         await self.delivery.send_as(server, message, sender=mail_from, recipients=recipients)
 
 

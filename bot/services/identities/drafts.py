@@ -29,6 +29,10 @@ class IdentityDraft:
     smtp_password: str | None = field(default=None, repr=False)
     tracking_address: str | None = None
     tested_fingerprint: str | None = None
+    # Signed in with Microsoft/Google instead of a password: the sign-in made in this modal by this Slack user.
+    use_sign_in: bool = False
+    sign_in_user: str | None = None
+    sign_in_view: str | None = None
 
 
 @dataclass

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from email.message import EmailMessage
 
 from sqlalchemy import func, select
 
@@ -14,6 +15,7 @@ from bot.mail.domains import PlatformDomains
 from bot.mail.messages import setup_test_message
 from bot.mail.outbound import MailSender, SetupCheck
 from bot.services.identities.drafts import IdentityDraft, SmtpDraft, normalize_app_password
+from bot.services.identities.signed_in import SignedInForms
 from bot.services.identities.validation import clean_name, normalize_address
 from bot.services.limits.rules import parse_limits
 from bot.services.secrets import SecretBox
@@ -28,11 +30,22 @@ def has_control_characters(text: str) -> bool:
 
 
 class IdentityForms:
-    def __init__(self, db: Database, domains: PlatformDomains, secrets: SecretBox, mail: MailSender) -> None:
+    def __init__(
+        self,
+        db: Database,
+        domains: PlatformDomains,
+        secrets: SecretBox,
+        mail: MailSender,
+        signed_in: SignedInForms | None = None,
+    ) -> None:
         self.db = db
         self.domains = domains
         self.secrets = secrets
         self.mail = mail
+        self.signed_in = signed_in  # "Sign in with Microsoft / Google" (None when no provider is configured)
+
+    def _uses_sign_in(self, draft: IdentityDraft) -> bool:
+        return draft.kind == IdentityKind.COMPANY and draft.use_sign_in and self.signed_in is not None
 
     async def _check_address(self, draft: IdentityDraft, errors: dict[str, str]) -> str | None:
         platform = self.domains.platform
@@ -141,7 +154,9 @@ class IdentityForms:
             errors["notices_channel"] = "Choose the channel where verification notices go."
         clean["notices_channel"] = draft.notices_channel
 
-        if draft.kind == IdentityKind.COMPANY:
+        if self._uses_sign_in(draft):
+            await self._validate_sign_in(draft, address, stored, clean, errors)
+        elif draft.kind == IdentityKind.COMPANY:
             smtp, smtp_errors = self.check_smtp_fields(draft, address, stored=stored)
             errors.update(smtp_errors)
             clean["smtp"] = smtp
@@ -152,11 +167,32 @@ class IdentityForms:
                         "Click Test email setup and wait for “Email identity seems to be correctly set up” before "
                         "saving: these settings have not passed a test yet."
                     )
+        if draft.kind == IdentityKind.COMPANY:
             tracking = (stored.tracking_address if stored is not None else draft.tracking_address) or ""
             if stored is None and not tracking.endswith("@" + self.domains.tracking):
                 tracking = self.domains.new_tracking_address()
             clean["tracking_address"] = tracking
         return clean, errors
+
+    async def _validate_sign_in(
+        self,
+        draft: IdentityDraft,
+        address: str | None,
+        stored: Identity | None,
+        clean: dict[str, object],
+        errors: dict[str, str],
+    ) -> None:
+        """A company form signed in with Microsoft/Google: the sign-in instead of the SMTP settings."""
+        assert self.signed_in is not None
+        signed, sign_in_errors = await self.signed_in.check(draft, address, stored=stored)
+        errors.update(sign_in_errors)
+        clean["sign_in"] = signed
+        if signed is not None and address and (stored is None or signed.new):
+            if draft.tested_fingerprint != self.signed_in.fingerprint(signed, address):
+                errors["sign_in"] = (
+                    "Click Test email setup and wait for “Email identity seems to be correctly set up” before "
+                    "saving: this sign-in has not passed a test yet."
+                )
 
     def same_smtp(self, stored: Identity, smtp: SmtpDraft) -> bool:
         if (stored.smtp_host, stored.smtp_port, stored.smtp_security, stored.smtp_username) != (
@@ -180,11 +216,21 @@ class IdentityForms:
             address, err = normalize_address(draft.address)
             if err:
                 errors["address"] = "Enter the email address first."
+        if self._uses_sign_in(draft) and self.signed_in is not None:
+            if errors:
+                return SetupCheck(ok=False, message=f"Can't test yet: {errors['address']}", diagnosis=None), None
+            message = self._test_message(draft, address, stored)
+            return await self.signed_in.test_setup(draft, address, message, stored=stored)
         smtp, smtp_errors = self.check_smtp_fields(draft, address, stored=stored)
         errors.update(smtp_errors)
         if errors or smtp is None or not address:
             first = next(iter(errors.values()))
             return SetupCheck(ok=False, message=f"Can't test yet: {first}", diagnosis=None), None
+        message = self._test_message(draft, address, stored)
+        result = await self.mail.check_setup(smtp.server(), sender=address, test_message=message)
+        return result, (self.fingerprint(smtp, address) if result.ok else None)
+
+    def _test_message(self, draft: IdentityDraft, address: str, stored: Identity | None) -> EmailMessage:
         display_name = (draft.display_name or "").strip()
         if has_control_characters(display_name):
             display_name = ""
@@ -193,6 +239,4 @@ class IdentityForms:
             or draft.tracking_address
             or self.domains.new_tracking_address()
         )
-        message = setup_test_message(display_name, address, to)
-        result = await self.mail.check_setup(smtp.server(), sender=address, test_message=message)
-        return result, (self.fingerprint(smtp, address) if result.ok else None)
+        return setup_test_message(display_name, address, to)

@@ -16,18 +16,20 @@ from bot.services.errors import FormErrors, NotFound
 from bot.services.identities.addresses import suggest_address
 from bot.services.identities.drafts import Created, IdentityDraft, SmtpDraft, Updated
 from bot.services.identities.forms import IdentityForms
+from bot.services.identities.grants import MailboxGrants
 from bot.services.identities.providers import PROVIDERS
 from bot.services.identities.readiness import reset_steps
+from bot.services.identities.signed_in import SignedInDraft, SignedInForms
 from bot.services.limits.requests import open_request
 from bot.services.limits.rules import needs_approval
 from bot.services.notifier import Notifier, Posted
 from bot.services.policy import Policy
 from bot.services.secrets import SecretBox
-from models import Database, Identity, IdentityKind, IdentityStatus, LimitRequest, StepName
+from models import Database, Identity, IdentityKind, IdentityStatus, LimitRequest, SmtpSecurity, StepName
 from models.base import utcnow
 from models.tables import DEFAULT_DAILY_LIMIT, DEFAULT_HOURLY_LIMIT
 
-SMTP_FIELDS = frozenset({"smtp_host", "smtp_port", "smtp_security", "smtp_username", "password"})
+SMTP_FIELDS = frozenset({"smtp_host", "smtp_port", "smtp_security", "smtp_username", "password", "sign_in"})
 
 
 class IdentityService:
@@ -40,6 +42,7 @@ class IdentityService:
         secrets: SecretBox,
         mail: MailSender,
         domains: PlatformDomains,
+        grants: MailboxGrants | None = None,
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
         self.db = db
@@ -47,7 +50,10 @@ class IdentityService:
         self.policy = policy
         self.secrets = secrets
         self.domains = domains
-        self.forms = IdentityForms(db, domains, secrets, mail)
+        self.mail = mail
+        self.grants = grants  # "Sign in with Microsoft / Google" (None: only passwords)
+        self.signed_in = SignedInForms(grants, secrets, mail) if grants is not None else None
+        self.forms = IdentityForms(db, domains, secrets, mail, self.signed_in)
         self.clock = clock
 
     # ---- the form ------------------------------------------------------------------------------------------
@@ -95,15 +101,22 @@ class IdentityService:
             created_at=now,
             updated_at=now,
         )
-        smtp = clean.get("smtp")
+        smtp, signed = clean.get("smtp"), clean.get("sign_in")
         if isinstance(smtp, SmtpDraft):
             self._apply_smtp(identity, smtp, draft.esp_provider)
+        if isinstance(signed, SignedInDraft):
+            self._apply_sign_in(identity, signed)
+        if identity.kind == IdentityKind.COMPANY:
             identity.tracking_address = str(clean["tracking_address"])
         request: LimitRequest | None = None
         try:
             async with self.db.transaction() as session:
                 session.add(identity)
                 await session.flush()
+                if isinstance(signed, SignedInDraft) and not await MailboxGrants.attach(
+                    session, signed.grant.id, identity.id
+                ):
+                    raise FormErrors({"sign_in": "The sign-in was removed meanwhile: sign in again."})
                 audit.record(
                     session, actor=actor, action="identity.created", identity_id=identity.id, **describe(identity)
                 )
@@ -129,6 +142,16 @@ class IdentityService:
         identity.smtp_host, identity.smtp_port, identity.smtp_security = smtp.host, smtp.port, smtp.security
         identity.smtp_username = smtp.username
         identity.smtp_password_encrypted = self.secrets.encrypt(smtp.password)
+
+    def _apply_sign_in(self, identity: Identity, signed: SignedInDraft) -> None:
+        """Signed in with Microsoft/Google: the provider's own server, the mailbox as username, no password."""
+        assert self.signed_in is not None
+        server = self.signed_in.server(signed.grant)
+        identity.esp_provider = signed.grant.provider
+        identity.smtp_host, identity.smtp_port = server.host, server.port
+        identity.smtp_security = SmtpSecurity(server.security)
+        identity.smtp_username = identity.address
+        identity.smtp_password_encrypted = None
 
     async def _created_from(self, view_id: str) -> Created | None:
         async with self.db.session() as session:
@@ -176,20 +199,32 @@ class IdentityService:
             identity.company_name = str(clean["company_name"])
             identity.forwarding_address = str(clean["forwarding_address"])
             identity.notices_channel = str(clean["notices_channel"])
-            smtp = clean.get("smtp")
+            smtp, signed = clean.get("smtp"), clean.get("sign_in")
             password_changed = False
             if isinstance(smtp, SmtpDraft):
                 encrypted = identity.smtp_password_encrypted
                 password_changed = (self.secrets.decrypt(encrypted) if encrypted else None) != smtp.password
                 self._apply_smtp(identity, smtp, draft.esp_provider or identity.esp_provider)
+                await MailboxGrants.detach(session, identity.id)
+            signed_in_anew = isinstance(signed, SignedInDraft) and signed.new
+            if isinstance(signed, SignedInDraft):
+                self._apply_sign_in(identity, signed)
+                if signed.new and not await MailboxGrants.attach(session, signed.grant.id, identity.id):
+                    raise FormErrors({"sign_in": "The sign-in was removed meanwhile: sign in again."})
             identity.updated_at = self.clock()
             after = describe(identity)
             changed = [k for k in after if before.get(k) != after[k] and k != "password"]
             if password_changed:
                 changed.append("password")
-            detail: dict[str, object] = {k: {"from": before.get(k), "to": after[k]} for k in changed if k != "password"}
+            if signed_in_anew:
+                changed.append("sign_in")
+            detail: dict[str, object] = {
+                k: {"from": before.get(k), "to": after[k]} for k in changed if k not in ("password", "sign_in")
+            }
             if password_changed:
                 detail["password"] = "password changed"
+            if signed_in_anew:
+                detail["sign_in"] = f"signed in with {draft.esp_provider or identity.esp_provider}"
             audit.record(session, actor=actor, action="identity.updated", identity_id=identity.id, changes=detail)
             result = Updated(
                 identity=identity,
@@ -228,6 +263,30 @@ class IdentityService:
     async def announce_update(self, updated: Updated, *, actor: str) -> None:
         await self.notifier.identity_updated(updated.identity, updated.changed, actor)
 
+    async def forget_sign_in(self, slack_user_id: str, view_id: str) -> None:
+        """ "Use a password instead": drop the sign-in made in this modal (the saved identity is not touched)."""
+        if self.grants is not None:
+            await self.grants.forget_form(slack_user_id, view_id)
+
+    async def signed_in_mailbox(self, identity: Identity) -> str | None:
+        """The mailbox a company identity is signed in as (Microsoft/Google), None when it uses a password."""
+        if self.grants is None or identity.kind != IdentityKind.COMPANY or identity.smtp_password_encrypted:
+            return None
+        grant = await self.grants.for_identity(identity.id)
+        return grant.mailbox if grant is not None else None
+
+    async def check_login(self, identity: Identity) -> SetupCheck:
+        """Can the identity still log in to its server? A real session up to MAIL FROM, nothing sent. For a
+        signed-in identity whose grant was revoked the diagnosis is SIGN_IN_AGAIN (bot/mail/sign_in_diagnosis.py):
+        what the scheduled re-check reports as "needs attention" with a Sign in again button."""
+        try:
+            server = await self.sending_server(identity)
+        except NotFound as exc:
+            return SetupCheck(ok=False, message=str(exc), diagnosis=None)
+        if server is None:
+            return SetupCheck(ok=True, message="", diagnosis=None)
+        return await self.mail.check_setup(server, sender=identity.address)
+
     # ---- read ------------------------------------------------------------------------------------------------
     async def get(self, identity_id: int) -> Identity:
         async with self.db.session() as session:
@@ -256,11 +315,19 @@ class IdentityService:
             raise NotFound(f"No identity with the address {wanted} in this workspace.")
         return identity
 
-    def sending_server(self, identity: Identity) -> SmtpServer | None:
-        """The server that sends as this identity: the customer's own (password decrypted for this use only) for a
-        company identity, None for a platform identity (the platform relay sends for it)."""
+    async def sending_server(self, identity: Identity) -> SmtpServer | None:
+        """The server that sends as this identity: the customer's own (password decrypted for this use only, or
+        the provider's with the mailbox's access token when signed in with Microsoft/Google) for a company
+        identity, None for a platform identity (the platform relay sends for it)."""
         if identity.kind != IdentityKind.COMPANY:
             return None
+        if not identity.smtp_password_encrypted and self.grants is not None and self.signed_in is not None:
+            grant = await self.grants.for_identity(identity.id)
+            if grant is not None:
+                try:
+                    return self.signed_in.server(grant)
+                except LookupError:
+                    raise NotFound(f"Sign in with {grant.provider} is not configured any more.") from None
         if not (identity.smtp_host and identity.smtp_port and identity.smtp_password_encrypted):
             raise NotFound("This identity has no SMTP settings.")
         return SmtpServer(
@@ -292,6 +359,6 @@ def describe(identity: Identity) -> dict[str, object]:
             smtp_security=identity.smtp_security,
             smtp_username=identity.smtp_username,
             tracking_address=identity.tracking_address,
-            password="set",
+            password="set" if identity.smtp_password_encrypted else "none (signed in)",
         )
     return fields

@@ -196,7 +196,7 @@ class VerificationService:
         await self._progress(identity_id, self._pending(StepName.SENDING, actor, sent_to=identity.address))
         message = sending_test_message(identity.display_name, identity.address, identity.address, token)
         try:
-            server = self.identities.sending_server(identity)
+            server = await self.identities.sending_server(identity)
             route = await self.delivery.send_as(server, message, sender=identity.address, recipients=[identity.address])
         except SmtpFailure as exc:
             detail = exc.diagnosis.text
