@@ -1,6 +1,6 @@
 """Sign in with Microsoft / Google: a company identity's OAuth grant (encrypted tokens) and sign-ins in progress
 
-Revision ID: 0010
+Revision ID: 0007
 Revises: 0006
 Create Date: 2026-11-27 10:40:00
 
@@ -13,7 +13,7 @@ from alembic import op
 
 import models.base
 
-revision = "0010"
+revision = "0007"
 down_revision = "0006"
 branch_labels = None
 depends_on = None
