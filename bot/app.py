@@ -105,7 +105,14 @@ def build_core(
     delivery = Delivery(mail, relay=relay_of(s), domains=domains, inbound=inbound_address, outbox=s.data_dir / "outbox")
     identities = IdentityService(db, notifier, policy, secrets=secrets, mail=mail, domains=domains)
     verification = VerificationService(
-        db, notifier, identities, OtpChallenges(db, secrets), delivery, domains, tracking_timeout=s.tracking_timeout
+        db,
+        notifier,
+        identities,
+        OtpChallenges(db, secrets),
+        delivery,
+        domains,
+        policy=policy,
+        tracking_timeout=s.tracking_timeout,
     )
     window = SendingLimits(db)
     credentials = GatewayCredentials(db)

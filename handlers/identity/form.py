@@ -9,11 +9,12 @@ from slack_bolt.async_app import AsyncAck
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.services.errors import FormErrors, NotAllowed
+from bot.services.errors import FormErrors
 from bot.services.identities import IdentityDraft
 from bot.services.identities.providers import PROVIDERS
+from bot.services.policy import NotPermitted
 from bot.services.registry import Services
-from handlers.blocks import limits_text
+from handlers.blocks import limits_text, refused_view
 from handlers.identity.form_view import FormMeta, FormValues, identity_form, saved_view
 from handlers.identity.ids import IdentityForm as F
 from handlers.state import errors_for_view, read_state
@@ -200,11 +201,8 @@ class IdentityFormListeners:
         except FormErrors as exc:
             await ack(response_action="errors", errors=errors_for_view(view, exc.errors, fallback=F.display_name))
             return
-        except NotAllowed as exc:
-            await ack(
-                response_action="errors",
-                errors=errors_for_view(view, {"display_name": str(exc)}, fallback=F.display_name),
-            )
+        except NotPermitted as refusal:
+            await ack(response_action="update", view=refused_view("Edit email identity", refusal))
             return
         request = created.limit_request
         increase = limits_text(request.requested_hourly, request.requested_daily) if request else None

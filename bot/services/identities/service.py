@@ -20,7 +20,7 @@ from bot.services.identities.readiness import reset_steps
 from bot.services.limits.requests import open_request
 from bot.services.limits.rules import needs_approval
 from bot.services.notifier import Notifier, Posted
-from bot.services.policy import Policy
+from bot.services.policy import IdentityAction, Policy
 from bot.services.secrets import SecretBox
 from models import Database, Identity, IdentityKind, IdentityStatus, LimitRequest, StepName
 from models.base import utcnow
@@ -161,7 +161,7 @@ class IdentityService:
         """Apply an edit. Raises FormErrors (nothing stored) or NotAllowed. Limits are changed elsewhere
         (they may need a manager), and the address can't change."""
         stored = await self.get(identity_id)
-        await self.policy.require_change(actor, stored)
+        await self.policy.require(actor, stored, IdentityAction.EDIT)
         draft.kind = stored.kind
         clean, errors = await self.forms.validate(draft, stored=stored)
         if errors:
