@@ -112,6 +112,15 @@ class IdentityFormListeners:
                 return None
             raise
 
+    async def _password_again(self, meta: FormMeta, draft: IdentityDraft) -> Identity | None:
+        """Editing: whether the form now points away from where the saved password was saved for (it must then be
+        typed again). Returns the stored identity."""
+        if meta.identity_id is None:
+            return None
+        stored = await self.services.identities.get(meta.identity_id)
+        meta.password_again = not self.services.identities.keeps_password(stored, draft)
+        return stored
+
     async def kind_changed(self, ack: AsyncAck, body: dict[str, Any], client: AsyncWebClient) -> None:
         """Platform ↔ company: rebuild the form in place, keeping what was typed."""
         await ack()
@@ -141,6 +150,12 @@ class IdentityFormListeners:
             values.smtp_host = provider.host or ""
             values.smtp_port, values.smtp_security = str(provider.port), provider.security
             meta.smtp_version += 1  # new block_ids, so Slack shows the provider's values
+            draft.smtp_host, draft.smtp_port, draft.smtp_security = (
+                values.smtp_host,
+                values.smtp_port,
+                values.smtp_security,
+            )
+        await self._password_again(meta, draft)
         await self._update(client, view, self.render(values, meta, limits=await self._current_limits(meta)))
 
     async def auto_create(self, ack: AsyncAck, body: dict[str, Any], client: AsyncWebClient) -> None:
@@ -166,12 +181,17 @@ class IdentityFormListeners:
         draft = draft_from_view(view, meta)
         values = values_from_draft(draft)
         limits = await self._current_limits(meta)
-        stored = await self.services.identities.get(meta.identity_id) if meta.identity_id else None
+        stored = await self._password_again(meta, draft)
         meta.test_state, meta.test_message, meta.tested = "testing", None, None
         testing = await self._update(client, view, self.render(values, meta, limits=limits))
         if testing is None:
             return
-        result, fingerprint = await self.services.identities.test_setup(draft, stored=stored)
+        user = body["user"]["id"]
+        try:
+            result, fingerprint = await self.services.identities.test_setup(draft, stored=stored, actor=user)
+        except NotPermitted as refusal:
+            await self._update(client, testing, refused_view("Edit email identity", refusal))
+            return
         meta.test_state = "ok" if result.ok else "failed"
         meta.test_message = result.message
         meta.tested = fingerprint
