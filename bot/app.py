@@ -24,6 +24,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 import handlers
 from bot.config import ConfigError, Settings
+from bot.files import secure_data
 from bot.jobs import Jobs
 from bot.logs import library_logger, quiet_libraries
 from bot.mail.delivery import Delivery, InboundAddress
@@ -58,6 +59,14 @@ def build_slack_client(settings: Settings) -> AsyncWebClient:
             AsyncServerErrorRetryHandler(max_retry_count=2),
         ],
     )
+
+
+def open_database(settings: Settings) -> Database:
+    """The database, with DATA_DIR and the database files private to the bot (created or tightened) before the
+    first connection."""
+    db = Database(settings.database_url)
+    secure_data(settings.data_dir, db.sqlite_path)
+    return db
 
 
 def secret_box(settings: Settings) -> SecretBox:
@@ -153,8 +162,7 @@ class Runtime:
     def build(self) -> None:
         s = self.settings
         quiet_libraries()
-        s.data_dir.mkdir(parents=True, exist_ok=True)
-        self.db = Database(s.database_url)
+        self.db = open_database(s)
         client = build_slack_client(s)
         self.app = AsyncApp(
             client=client,
@@ -240,8 +248,7 @@ class _NoManagers:
 @asynccontextmanager
 async def offline(settings: Settings, *, migrate: bool = True) -> AsyncIterator[tuple[Database, Core]]:
     """The database (migrated) and the services, without Slack: for the CLI's maintenance commands."""
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    db = Database(settings.database_url)
+    db = open_database(settings)
     try:
         if migrate:
             await db.upgrade()
@@ -252,8 +259,7 @@ async def offline(settings: Settings, *, migrate: bool = True) -> AsyncIterator[
 
 async def upgrade_database(settings: Settings) -> None:
     """`identity-bot db upgrade`: migrations only (no keys are created)."""
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    db = Database(settings.database_url)
+    db = open_database(settings)
     try:
         await db.upgrade()
     finally:
