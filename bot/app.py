@@ -37,7 +37,7 @@ from bot.services.limits import LimitService
 from bot.services.notifier import Notifier, NullNotifier
 from bot.services.policy import ManagerDirectory, Policy
 from bot.services.registry import Services
-from bot.services.secrets import SecretBox, load_or_create_keys, rotate_stored_passwords
+from bot.services.secrets import KeyMismatch, SecretBox, check_key, load_or_create_keys, rotate_stored_passwords
 from bot.services.verification import OtpChallenges, VerificationService
 from bot.smtp.gateway import SubmissionGateway
 from bot.smtp.inbound import InboundServer
@@ -76,6 +76,14 @@ def secret_box(settings: Settings) -> SecretBox:
         raise ConfigError("SECRET_KEYS", f"not a valid Fernet key ({exc})") from None
 
 
+def key_problem(settings: Settings, exc: KeyMismatch) -> ConfigError:
+    """A key that is not the database's stops the process: one line naming SECRET_KEYS, exit 2."""
+    source = (
+        "" if settings.secret_keys else f" (no SECRET_KEYS set: the key came from {settings.data_dir / 'secret.key'})"
+    )
+    return ConfigError("SECRET_KEYS", f"{exc}{source}")
+
+
 def domains_of(settings: Settings) -> PlatformDomains:
     return PlatformDomains(settings.platform_domain, settings.tracking_domain)
 
@@ -90,6 +98,7 @@ class Core:
     """The services and what sits between them and the edges (mail delivery, incoming mail)."""
 
     services: Services
+    secrets: SecretBox
     delivery: Delivery
     incoming: IncomingMail
     store: InboundStore
@@ -137,7 +146,7 @@ def build_core(
     incoming = IncomingMail(db, domains, on_tokens=verification.on_tokens, forward=LeadForwarder(delivery, domains))
     store = InboundStore(db, domains, on_stored=incoming.process)
     submission = Submission(db, credentials, window, IdentityRelay(delivery, identities))
-    return Core(services, delivery, incoming, store, submission)
+    return Core(services, secrets, delivery, incoming, store, submission)
 
 
 @dataclass
@@ -148,6 +157,7 @@ class Runtime:
     db: Database = field(init=False)
     app: AsyncApp = field(init=False)
     services: Services = field(init=False)
+    secrets: SecretBox = field(init=False)
     managers: SlackManagerDirectory = field(init=False)
     inbound: InboundServer = field(init=False)
     gateway: SubmissionGateway = field(init=False)
@@ -174,6 +184,7 @@ class Runtime:
         notifier = SlackNotifier(client, self.managers, approvals_channel=s.approvals_channel)
         core = build_core(s, self.db, notifier, self.managers, inbound_address=self._inbound_address)
         self.services = core.services
+        self.secrets = core.secrets
         self.inbound = InboundServer(core.store)
         tls = None
         if s.submission_tls is not None:
@@ -195,6 +206,10 @@ class Runtime:
         s = self.settings
         await check_tokens(self.app, s.slack_app_token)
         await self.db.upgrade()
+        try:
+            await check_key(self.db, self.secrets)
+        except KeyMismatch as exc:
+            raise key_problem(s, exc) from None
         await self.inbound.start(s.inbound_smtp.host, s.inbound_smtp.port)
         log.info("inbound SMTP server on %s:%s", self.inbound.host, self.inbound.port)
         await self.gateway.start(s.submission_smtp.host, s.submission_smtp.port)
@@ -267,9 +282,13 @@ async def upgrade_database(settings: Settings) -> None:
 
 
 async def rotate_secrets(settings: Settings) -> int:
-    """`identity-bot secrets rotate`: re-encrypt every stored password under the first key."""
-    async with offline(settings) as (db, _core):
-        return await rotate_stored_passwords(db, secret_box(settings))
+    """`identity-bot secrets rotate`: re-encrypt every stored password under the first key, whose fingerprint the
+    database then records. Raises ConfigError when the keys don't include the database's key."""
+    async with offline(settings) as (db, core):
+        try:
+            return await rotate_stored_passwords(db, core.secrets)
+        except KeyMismatch as exc:
+            raise key_problem(settings, exc) from None
 
 
 async def issue_credentials(settings: Settings, address: str) -> IssuedCredential:
