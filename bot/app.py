@@ -37,6 +37,7 @@ from bot.services.limits import LimitService
 from bot.services.notifier import Notifier, NullNotifier
 from bot.services.policy import ManagerDirectory, Policy
 from bot.services.registry import Services
+from bot.services.replay import ReplayGuard
 from bot.services.secrets import KeyMismatch, SecretBox, check_key, load_or_create_keys, rotate_stored_passwords
 from bot.services.verification import OtpChallenges, VerificationService
 from bot.smtp.gateway import SubmissionGateway
@@ -142,6 +143,7 @@ def build_core(
         limits=LimitService(db, notifier, policy),
         window=window,
         credentials=credentials,
+        replay=ReplayGuard(db),
     )
     incoming = IncomingMail(db, domains, on_tokens=verification.on_tokens, forward=LeadForwarder(delivery, domains))
     store = InboundStore(db, domains, on_stored=incoming.process)

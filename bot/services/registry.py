@@ -9,6 +9,7 @@ from bot.services.gateway import GatewayCredentials, SendingLimits
 from bot.services.identities import IdentityService
 from bot.services.limits import LimitService
 from bot.services.policy import Policy
+from bot.services.replay import ReplayGuard
 from bot.services.verification import VerificationService
 
 
@@ -21,3 +22,4 @@ class Services:
     limits: LimitService
     window: SendingLimits
     credentials: GatewayCredentials
+    replay: ReplayGuard
