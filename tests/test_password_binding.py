@@ -96,8 +96,12 @@ async def test_a_changed_host_with_an_empty_password_sends_no_auth_anywhere(
     bot.slack.type(view["id"], F.smtp_password, APP_PASSWORD)
     assert SUCCESS_PROMPT in await test_setup(bot, view["id"])
     assert logins.tried == [COMPANY_ADDRESS]
+    mark = bot.fake.mark()
     ack = await bot.slack.submit(view["id"])
     assert ack.body["response_action"] == "update", ack.body
+    await bot.fake.wait_for(
+        "chat.postMessage", lambda c: "must be verified again" in c.args.get("text", ""), after=mark
+    )
     async with bot.db.session() as session:
         stored = await session.get(Identity, 1)
     assert stored is not None and (stored.smtp_host, stored.smtp_port) == (OTHER_HOST, server.port)

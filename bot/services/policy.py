@@ -24,12 +24,6 @@ class ManagerDirectory(Protocol):
     async def manager_ids(self) -> set[str]: ...
 
 
-class Role(StrEnum):
-    CREATOR = "creator"
-    MANAGER = "manager"
-    ANYONE = "anyone"
-
-
 class IdentityAction(StrEnum):
     """What only an identity's creator and managers may do with it (the views word each one)."""
 
@@ -53,12 +47,6 @@ class NotPermitted(NotAllowed):
 class Policy:
     def __init__(self, managers: ManagerDirectory) -> None:
         self.managers = managers
-
-    async def role(self, actor: str, identity: Identity) -> Role:
-        """The actor's strongest role for this identity (a manager who created it acts as a manager)."""
-        if await self.managers.is_manager(actor):
-            return Role.MANAGER
-        return Role.CREATOR if identity.created_by == actor else Role.ANYONE
 
     async def may(self, actor: str, identity: Identity, action: IdentityAction) -> bool:
         """One rule for every IdentityAction: the creator (decided without asking Slack) or a manager."""
