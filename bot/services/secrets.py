@@ -22,6 +22,7 @@ from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.services import audit
 from models import Database, Identity, KeyFingerprint
@@ -144,7 +145,7 @@ async def check_key(db: Database, box: SecretBox) -> None:
     raise KeyMismatch(NOT_THIS_DATABASE)
 
 
-async def _require_readable(session, box: SecretBox) -> None:  # type: ignore[no-untyped-def]
+async def _require_readable(session: AsyncSession, box: SecretBox) -> None:
     tokens = await session.scalars(
         select(Identity.smtp_password_encrypted).where(Identity.smtp_password_encrypted.is_not(None))
     )

@@ -306,11 +306,12 @@ def receiving_locked(until: datetime) -> str:
 def not_ready_message(identity: Identity, event: StepEvent) -> Message:
     """A ready identity went out of service because a step failed."""
     label = STEP_LABELS[event.step]
-    text = (
-        f":warning: {identity.address} is no longer ready to use: {label} failed ({event.detail}) "
-        f"Mail sent as it through the submission gateway is refused until {label} passes again."
+    headline = f"{identity.address} is no longer ready to use: {label} failed"
+    body = (
+        f":warning: *{escape(headline)}*: {escape(event.detail)}\n"
+        f"Until {label} passes again, mail sent as it through the submission gateway is refused."
     )
-    return Message(text=text, blocks=[SectionBlock(text=MarkdownTextObject(text=escape(text)[:3000]))])
+    return Message(text=f"{headline}.", blocks=[SectionBlock(text=MarkdownTextObject(text=body[:3000]))])
 
 
 def receiving_locked_message(identity: Identity, until: datetime) -> Message:

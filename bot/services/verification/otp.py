@@ -21,6 +21,7 @@ from enum import StrEnum
 
 import pyotp
 from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.services.secrets import SecretBox
 from models import Database, Identity, OtpChallenge, OtpCloseReason
@@ -196,7 +197,7 @@ class OtpChallenges:
             return OtpCheck(False, CodeProblem.WRONG, attempts_left=MAX_WRONG - wrong)
 
     @staticmethod
-    async def locked_until(session, identity_id: int, now: datetime) -> datetime | None:  # type: ignore[no-untyped-def]
+    async def locked_until(session: AsyncSession, identity_id: int, now: datetime) -> datetime | None:
         """When the Receiving step unlocks, if it is locked: the last LOCKS_IN_A_ROW codes that were decided (used or
         locked) were all locked, the newest less than RECEIVING_LOCK ago. A correct code ends the row."""
         decided = (
@@ -216,10 +217,10 @@ class OtpChallenges:
         return until if until > now else None
 
     @staticmethod
-    async def _close(session, challenge_id: int, now: datetime, reason: OtpCloseReason) -> bool:  # type: ignore[no-untyped-def]
+    async def _close(session: AsyncSession, challenge_id: int, now: datetime, reason: OtpCloseReason) -> bool:
         closed = await session.execute(
             update(OtpChallenge)
             .where(OtpChallenge.id == challenge_id, OtpChallenge.closed_at.is_(None))
             .values(closed_at=now, closed_reason=reason)
         )
-        return bool(closed.rowcount == 1)
+        return bool(closed.rowcount == 1)  # type: ignore[attr-defined]
