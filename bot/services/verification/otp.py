@@ -99,6 +99,26 @@ class OtpChallenges:
     def _mac(self, challenge_salt: str, code: str) -> str:
         return self.secrets.mac("otp", challenge_salt, code)
 
+    @staticmethod
+    async def locked_until(session: AsyncSession, identity_id: int, now: datetime) -> datetime | None:
+        """When the Receiving step unlocks, if it is locked: the last LOCKS_IN_A_ROW codes that were decided (used or
+        locked) were all locked, the newest less than RECEIVING_LOCK ago. A correct code ends the row."""
+        decided = (
+            await session.execute(
+                select(OtpChallenge.closed_reason, OtpChallenge.closed_at)
+                .where(
+                    OtpChallenge.identity_id == identity_id,
+                    OtpChallenge.closed_reason.in_([OtpCloseReason.LOCKED, OtpCloseReason.USED]),
+                )
+                .order_by(OtpChallenge.closed_at.desc(), OtpChallenge.id.desc())
+                .limit(LOCKS_IN_A_ROW)
+            )
+        ).all()
+        if len(decided) < LOCKS_IN_A_ROW or any(reason != OtpCloseReason.LOCKED for reason, _ in decided):
+            return None
+        until: datetime = decided[0][1] + RECEIVING_LOCK
+        return until if until > now else None
+
     async def issue(self, identity_id: int, sent_to: str) -> tuple[int, str]:
         """A new code for the identity (the previous one stops working). Returns (challenge id, code).
         Raises ReceivingLocked, DailyCodeLimit or ResendTooSoon (checked in that order, under the identity's row
@@ -195,26 +215,6 @@ class OtpChallenges:
                 until = await self.locked_until(session, identity_id, now)
                 return OtpCheck(False, CodeProblem.LOCKED, locked_until=until)
             return OtpCheck(False, CodeProblem.WRONG, attempts_left=MAX_WRONG - wrong)
-
-    @staticmethod
-    async def locked_until(session: AsyncSession, identity_id: int, now: datetime) -> datetime | None:
-        """When the Receiving step unlocks, if it is locked: the last LOCKS_IN_A_ROW codes that were decided (used or
-        locked) were all locked, the newest less than RECEIVING_LOCK ago. A correct code ends the row."""
-        decided = (
-            await session.execute(
-                select(OtpChallenge.closed_reason, OtpChallenge.closed_at)
-                .where(
-                    OtpChallenge.identity_id == identity_id,
-                    OtpChallenge.closed_reason.in_([OtpCloseReason.LOCKED, OtpCloseReason.USED]),
-                )
-                .order_by(OtpChallenge.closed_at.desc(), OtpChallenge.id.desc())
-                .limit(LOCKS_IN_A_ROW)
-            )
-        ).all()
-        if len(decided) < LOCKS_IN_A_ROW or any(reason != OtpCloseReason.LOCKED for reason, _ in decided):
-            return None
-        until: datetime = decided[0][1] + RECEIVING_LOCK
-        return until if until > now else None
 
     @staticmethod
     async def _close(session: AsyncSession, challenge_id: int, now: datetime, reason: OtpCloseReason) -> bool:
