@@ -23,6 +23,7 @@ from tests.companymail import CompanyMail, start_company_mail
 from tests.conftest import CHANNEL, Bot, start_bot
 from tests.mailservers import TestCA, mail_ca  # noqa: F401
 from tests.test_company_identity import create_company_identity
+from tests.test_permissions import history_says
 from tests.test_verification import click, enter_otp, request_otp
 
 
@@ -117,7 +118,9 @@ async def test_three_locked_codes_in_a_row_lock_receiving_for_an_hour(obot: Bot,
     # An hour later it opens again, and a correct code verifies.
     await move_codes_back(bot, RECEIVING_LOCK + timedelta(minutes=1))
     code = await request_otp(bot, company, identity.id)
+    mark = bot.fake.mark()
     assert (await enter_otp(bot, identity.id, code))["response_action"] == "update"
+    await history_says(bot, "Receiving Verified", after=mark)
 
 
 # ---- the rules alone, on a clock the test moves ------------------------------------------------------------------

@@ -73,6 +73,13 @@ async def snapshot(bot: Bot, identity_id: int) -> tuple[object, ...]:
     return identity.status, identity.panel_ts, steps, codes, audit
 
 
+async def history_says(bot: Bot, text: str, *, after: int):  # type: ignore[no-untyped-def]
+    """The thread reply under the panel: the last thing an announcement posts."""
+    return await bot.fake.wait_for(
+        "chat.postMessage", lambda c: c.args.get("thread_ts") and text in c.args.get("text", ""), after=after
+    )
+
+
 async def refused(bot: Bot, mark: int, what: str) -> str:
     note = await bot.fake.wait_for(
         "chat.postEphemeral", lambda c: c.args.get("user") == STRANGER and "Only" in c.args["text"], after=mark
@@ -114,7 +121,9 @@ async def test_a_stranger_clicks_every_panel_button_and_nothing_changes(pbot: Bo
     assert f"Only <@{LEAD}> or a manager can enter one-time passwords" in str(ack.body["view"])
     assert await snapshot(bot, identity.id) == after_code, "the code was not used up, nothing was recorded"
     # The creator's own code still works afterwards.
+    mark = bot.fake.mark()
     assert (await enter_otp(bot, identity.id, code))["response_action"] == "update"
+    await history_says(bot, "Receiving Verified", after=mark)
 
     status, panel_ts, steps, _codes, _audit = before
     assert (await status_of(bot, identity.id)) == status == IdentityStatus.READY
@@ -128,6 +137,8 @@ async def test_a_manager_may_run_the_steps_of_someone_elses_identity(pbot: Bot, 
     mark = bot.fake.mark()
     await click(bot, identity.id, V.send_test_email, user=MANAGER)
     await panel_says(bot, identity.id, "Sending Verified", after=mark)
+    reply = await history_says(bot, "Sending Verified", after=mark)
+    assert f"<@{MANAGER}>" in str(reply.args["blocks"]), "the history says who ran it"
 
 
 async def test_limits_command_tells_a_stranger_before_any_form(pbot: Bot, company: CompanyMail) -> None:

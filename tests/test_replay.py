@@ -50,8 +50,10 @@ async def test_the_same_signed_view_submission_twice_creates_one_identity(
     caplog.set_level(logging.INFO)
     view = await bot.open_new_identity_form()
     await bot.fill_platform_form(view["id"], address=f"lea@{PLATFORM_DOMAIN}")
+    mark = bot.fake.mark()
     first = await bot.slack.submit(view["id"])
     assert first.response_action == "update"
+    await bot.fake.wait_for("chat.postMessage", lambda c: "lea@" in c.args.get("text", ""), after=mark)  # the panel
     audit = await count(bot, AuditEvent)
 
     again = await bot.slack.replay()
@@ -103,7 +105,9 @@ async def test_a_replay_to_another_process_sharing_the_database_is_ignored(
     try:
         view = await first.open_new_identity_form()
         await first.fill_platform_form(view["id"], address=f"lea@{PLATFORM_DOMAIN}")
+        mark = fake_slack.mark()
         assert (await first.slack.submit(view["id"])).response_action == "update"
+        await fake_slack.wait_for("chat.postMessage", lambda c: "lea@" in c.args.get("text", ""), after=mark)
         assert first.slack.last_signed is not None
         body, headers = first.slack.last_signed
         again = await other.raw(body, headers)  # the load balancer sends the replay to the other process
