@@ -116,8 +116,9 @@ class OtpChallenges:
         ).all()
         if len(decided) < LOCKS_IN_A_ROW or any(reason != OtpCloseReason.LOCKED for reason, _ in decided):
             return None
-        until: datetime = decided[0][1] + RECEIVING_LOCK
-        return until if until > now else None
+        last_lock: datetime | None = decided[0][1]
+        until = last_lock + RECEIVING_LOCK if last_lock is not None else None
+        return until if until is not None and until > now else None
 
     async def issue(self, identity_id: int, sent_to: str) -> tuple[int, str]:
         """A new code for the identity (the previous one stops working). Returns (challenge id, code).
