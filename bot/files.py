@@ -55,5 +55,14 @@ def secure_data(data_dir: Path, sqlite_path: Path | None) -> None:
 def _tighten(path: Path, wanted: int) -> None:
     current = stat.S_IMODE(path.stat().st_mode)
     if current & ~wanted:
-        path.chmod(wanted)
+        try:
+            path.chmod(wanted)
+        except PermissionError:  # not ours to change (another owner, a read-only mount): say so, don't stop
+            log.warning(
+                "%s is mode %04o, open to other local users, and can't be tightened: make it %04o",
+                path,
+                current,
+                wanted,
+            )
+            return
         log.warning("%s was mode %04o, open to other local users: tightened to %04o", path, current, wanted)
