@@ -24,6 +24,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 import handlers
 from bot.config import ConfigError, OAuthAppSettings, Settings
+from bot.files import secure_data
 from bot.jobs import Jobs
 from bot.logs import library_logger, quiet_libraries
 from bot.mail import oauth
@@ -39,7 +40,8 @@ from bot.services.limits import LimitService
 from bot.services.notifier import Notifier, NullNotifier
 from bot.services.policy import ManagerDirectory, Policy
 from bot.services.registry import Services
-from bot.services.secrets import SecretBox, load_or_create_keys, rotate_stored_passwords
+from bot.services.replay import ReplayGuard
+from bot.services.secrets import KeyMismatch, SecretBox, check_key, load_or_create_keys, rotate_stored_passwords
 from bot.services.verification import OtpChallenges, VerificationService
 from bot.smtp.gateway import SubmissionGateway
 from bot.smtp.inbound import InboundServer
@@ -63,11 +65,27 @@ def build_slack_client(settings: Settings) -> AsyncWebClient:
     )
 
 
+def open_database(settings: Settings) -> Database:
+    """The database, with DATA_DIR and the database files private to the bot (created or tightened) before the
+    first connection."""
+    db = Database(settings.database_url)
+    secure_data(settings.data_dir, db.sqlite_path)
+    return db
+
+
 def secret_box(settings: Settings) -> SecretBox:
     try:
         return SecretBox(load_or_create_keys(settings.secret_keys, settings.data_dir))
     except ValueError as exc:
         raise ConfigError("SECRET_KEYS", f"not a valid Fernet key ({exc})") from None
+
+
+def key_problem(settings: Settings, exc: KeyMismatch) -> ConfigError:
+    """A key that is not the database's stops the process: one line naming SECRET_KEYS, exit 2."""
+    source = (
+        "" if settings.secret_keys else f" (no SECRET_KEYS set: the key came from {settings.data_dir / 'secret.key'})"
+    )
+    return ConfigError("SECRET_KEYS", f"{exc}{source}")
 
 
 def domains_of(settings: Settings) -> PlatformDomains:
@@ -96,6 +114,7 @@ class Core:
     """The services and what sits between them and the edges (mail delivery, incoming mail)."""
 
     services: Services
+    secrets: SecretBox
     delivery: Delivery
     incoming: IncomingMail
     store: InboundStore
@@ -124,7 +143,14 @@ def build_core(
     grants = MailboxGrants(db, secrets, providers, oauth_http)
     identities = IdentityService(db, notifier, policy, secrets=secrets, mail=mail, domains=domains, grants=grants)
     verification = VerificationService(
-        db, notifier, identities, OtpChallenges(db, secrets), delivery, domains, tracking_timeout=s.tracking_timeout
+        db,
+        notifier,
+        identities,
+        OtpChallenges(db, secrets),
+        delivery,
+        domains,
+        policy=policy,
+        tracking_timeout=s.tracking_timeout,
     )
     window = SendingLimits(db)
     credentials = GatewayCredentials(db)
@@ -137,11 +163,12 @@ def build_core(
         window=window,
         credentials=credentials,
         sign_in=MailboxSignIn(db, secrets, grants, notifier, public_url=s.public_url),
+        replay=ReplayGuard(db),
     )
     incoming = IncomingMail(db, domains, on_tokens=verification.on_tokens, forward=LeadForwarder(delivery, domains))
     store = InboundStore(db, domains, on_stored=incoming.process)
     submission = Submission(db, credentials, window, IdentityRelay(delivery, identities))
-    return Core(services, delivery, incoming, store, submission, oauth_http)
+    return Core(services, secrets, delivery, incoming, store, submission, oauth_http)
 
 
 @dataclass
@@ -152,6 +179,7 @@ class Runtime:
     db: Database = field(init=False)
     app: AsyncApp = field(init=False)
     services: Services = field(init=False)
+    secrets: SecretBox = field(init=False)
     managers: SlackManagerDirectory = field(init=False)
     inbound: InboundServer = field(init=False)
     gateway: SubmissionGateway = field(init=False)
@@ -167,8 +195,7 @@ class Runtime:
     def build(self) -> None:
         s = self.settings
         quiet_libraries()
-        s.data_dir.mkdir(parents=True, exist_ok=True)
-        self.db = Database(s.database_url)
+        self.db = open_database(s)
         client = build_slack_client(s)
         self.app = AsyncApp(
             client=client,
@@ -183,6 +210,7 @@ class Runtime:
         core = build_core(s, self.db, notifier, self.managers, inbound_address=self._inbound_address)
         self.services = core.services
         self.oauth_http = core.oauth_http
+        self.secrets = core.secrets
         self.inbound = InboundServer(core.store)
         tls = None
         if s.submission_tls is not None:
@@ -215,6 +243,10 @@ class Runtime:
         s = self.settings
         await check_tokens(self.app, s.slack_app_token)
         await self.db.upgrade()
+        try:
+            await check_key(self.db, self.secrets)
+        except KeyMismatch as exc:
+            raise key_problem(s, exc) from None
         await self.inbound.start(s.inbound_smtp.host, s.inbound_smtp.port)
         log.info("inbound SMTP server on %s:%s", self.inbound.host, self.inbound.port)
         await self.gateway.start(s.submission_smtp.host, s.submission_smtp.port)
@@ -272,8 +304,7 @@ class _NoManagers:
 @asynccontextmanager
 async def offline(settings: Settings, *, migrate: bool = True) -> AsyncIterator[tuple[Database, Core]]:
     """The database (migrated) and the services, without Slack: for the CLI's maintenance commands."""
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    db = Database(settings.database_url)
+    db = open_database(settings)
     try:
         if migrate:
             await db.upgrade()
@@ -284,8 +315,7 @@ async def offline(settings: Settings, *, migrate: bool = True) -> AsyncIterator[
 
 async def upgrade_database(settings: Settings) -> None:
     """`identity-bot db upgrade`: migrations only (no keys are created)."""
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    db = Database(settings.database_url)
+    db = open_database(settings)
     try:
         await db.upgrade()
     finally:
@@ -293,9 +323,13 @@ async def upgrade_database(settings: Settings) -> None:
 
 
 async def rotate_secrets(settings: Settings) -> int:
-    """`identity-bot secrets rotate`: re-encrypt every stored password under the first key."""
-    async with offline(settings) as (db, _core):
-        return await rotate_stored_passwords(db, secret_box(settings))
+    """`identity-bot secrets rotate`: re-encrypt every stored password under the first key, whose fingerprint the
+    database then records. Raises ConfigError when the keys don't include the database's key."""
+    async with offline(settings) as (db, core):
+        try:
+            return await rotate_stored_passwords(db, core.secrets)
+        except KeyMismatch as exc:
+            raise key_problem(settings, exc) from None
 
 
 async def issue_credentials(settings: Settings, address: str) -> IssuedCredential:

@@ -9,11 +9,13 @@ from slack_bolt.async_app import AsyncApp
 from bot.services.registry import Services
 from handlers import identity, limits, verification
 from handlers.errors import on_error
+from handlers.replay import ignore_replays
 
 
 def register(app: AsyncApp, services: Services) -> None:
     """Wire every listener to the app."""
     app.error(on_error)
+    app.use(ignore_replays(services.replay))
     limit_listeners = limits.register(app, services)
     verification.register(app, services)
     identity.register(app, services, limit_listeners)

@@ -10,6 +10,7 @@ from typing import Any
 from slack_sdk.models.blocks import Block, ContextBlock, MarkdownTextObject, SectionBlock
 from slack_sdk.models.views import View
 
+from bot.services.policy import IdentityAction, NotPermitted
 from models import IdentityKind, IdentityStatus
 
 STATUS_LABELS: dict[str, str] = {IdentityStatus.NOT_VERIFIED: "Not verified", IdentityStatus.READY: "Ready to use"}
@@ -53,6 +54,34 @@ def problem_view(title: str, problem: str) -> View:
         title=title,
         close="Close",
         blocks=[SectionBlock(text=MarkdownTextObject(text=f":warning: {escape(problem)}"))],
+    )
+
+
+# What only an identity's creator and managers may do, as "Only <@creator> or a manager can …" finishes it.
+ACTION_WORDS = {
+    IdentityAction.RUN_STEPS: "run the verification steps of",
+    IdentityAction.SEND_CODE: "ask for one-time passwords for",
+    IdentityAction.ENTER_CODE: "enter one-time passwords for",
+    IdentityAction.EDIT: "edit",
+    IdentityAction.CHANGE_LIMITS: "change the limits of",
+}
+
+
+def not_permitted_text(refusal: NotPermitted) -> str:
+    """The answer to someone who may only look: who can do it instead (mrkdwn; mentions render)."""
+    return (
+        f":no_entry: Only <@{refusal.creator}> or a manager can {ACTION_WORDS[refusal.action]} "
+        f"{escape(refusal.address)}. Nothing was changed."
+    )
+
+
+def refused_view(title: str, refusal: NotPermitted) -> View:
+    """A modal that says who may do this instead (nothing to submit)."""
+    return View(
+        type="modal",
+        title=title,
+        close="Close",
+        blocks=[SectionBlock(text=MarkdownTextObject(text=not_permitted_text(refusal)))],
     )
 
 

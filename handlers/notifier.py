@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from datetime import datetime
 
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
@@ -13,7 +14,13 @@ from handlers.blocks import Message
 from handlers.identity.messages import identity_updated
 from handlers.identity.sign_in import ModalUpdates
 from handlers.limits.views import approval_request, decision_for_requester, limits_changed
-from handlers.verification.views import identity_panel, ready_message, step_event_message
+from handlers.verification.views import (
+    identity_panel,
+    not_ready_message,
+    ready_message,
+    receiving_locked_message,
+    step_event_message,
+)
 from models import Identity, LimitRequest, VerificationStep
 
 log = logging.getLogger(__name__)
@@ -92,6 +99,14 @@ class SlackNotifier:
     async def identity_ready(self, identity: Identity, steps: dict[str, VerificationStep]) -> None:
         await self._refresh_panel(identity, steps)
         await self.post(identity.notices_channel, ready_message(identity))
+
+    async def identity_not_ready(self, identity: Identity, event: StepEvent) -> None:
+        await self.post(identity.notices_channel, not_ready_message(identity, event), fallback_user=identity.created_by)
+
+    async def receiving_locked(self, identity: Identity, until: datetime) -> None:
+        await self.post(
+            identity.notices_channel, receiving_locked_message(identity, until), fallback_user=identity.created_by
+        )
 
     # ---- limits ----------------------------------------------------------------------------------------
     async def limit_request_created(self, identity: Identity, request: LimitRequest) -> list[tuple[str, str]]:

@@ -294,3 +294,25 @@ class OAuthSignIn(Base):
     state_expires_at: Mapped[datetime | None]
     form: Mapped[str | None] = mapped_column(Text)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class KeyFingerprint(Base):
+    """Which encryption key this database's secrets are under: a keyed fingerprint of the first of SECRET_KEYS,
+    never the key. One row; every process compares its keys with it at start, `secrets rotate` moves it."""
+
+    __tablename__ = "key_fingerprint"
+    __table_args__ = (CheckConstraint("id = 1", name="single_row"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
+    fingerprint: Mapped[str] = mapped_column(String(80))
+    recorded_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class SeenRequest(Base):
+    """Signatures of Slack requests already handled, kept while Slack's timestamp check would still accept them:
+    the same signed request a second time (a replay) is acknowledged and ignored, in whichever process it lands."""
+
+    __tablename__ = "seen_requests"
+
+    signature: Mapped[str] = mapped_column(String(100), primary_key=True)
+    expires_at: Mapped[datetime] = mapped_column(index=True)

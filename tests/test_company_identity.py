@@ -309,7 +309,7 @@ async def test_only_the_creator_or_a_manager_may_edit(cbot: Bot, company: Compan
     mark = bot.fake.mark()
     await bot.slack.command(f"edit {COMPANY_ADDRESS}", user="U_OTHER")
     refused = await bot.fake.wait_for("views.update", after=mark)
-    assert "Only the identity's creator or a manager" in str(refused.response["view"]["blocks"])
+    assert "Only <@U_LEAD> or a manager can edit" in str(refused.response["view"]["blocks"])
     assert refused.response["view"].get("submit") is None, "nothing to submit"
     # A manager may.
     bot.runtime.managers.users.add("U_MANAGER")

@@ -89,10 +89,17 @@ def thread_replies(bot: Bot, channel: str, ts: str) -> list[str]:
     return [m["text"] for m in bot.fake.channel_messages(channel) if m.get("thread_ts") == ts]
 
 
-async def enter_otp(bot: Bot, identity_id: int, code: str) -> dict:
+async def open_otp_modal(bot: Bot, identity_id: int, **kw: str) -> dict:
     mark = bot.fake.mark()
-    await click(bot, identity_id, V.enter_otp)
-    view = await bot.loaded_form(mark, V.otp_callback)
+    await click(bot, identity_id, V.enter_otp, **kw)
+    call = await bot.fake.wait_for(
+        "views.open", lambda c: c.ok and c.response["view"].get("callback_id") == V.otp_callback, after=mark
+    )
+    return call.response["view"]
+
+
+async def enter_otp(bot: Bot, identity_id: int, code: str) -> dict:
+    view = await open_otp_modal(bot, identity_id)
     bot.slack.type(view["id"], V.otp_block, code)
     ack = await bot.slack.submit(view["id"])
     assert ack.status == 200

@@ -7,6 +7,7 @@ so nothing is lost and an operator can see what would have gone out."""
 from __future__ import annotations
 
 import logging
+import os
 import time
 import uuid
 from collections.abc import Callable
@@ -73,9 +74,11 @@ class Delivery:
         return "; ".join(routes)
 
     def _to_outbox(self, message: EmailMessage, sender: str, recipients: list[str]) -> Path:
-        self.outbox.mkdir(parents=True, exist_ok=True)
+        """Mode 0700 directory, 0600 files: outbox mail holds one-time passwords and leads."""
+        self.outbox.mkdir(mode=0o700, parents=True, exist_ok=True)
         path = self.outbox / f"{int(time.time())}-{uuid.uuid4().hex[:8]}.eml"
         envelope = f"X-Envelope-From: {sender}\nX-Envelope-To: {', '.join(recipients)}\n"
-        path.write_bytes(envelope.encode() + message.as_bytes())
+        with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as f:
+            f.write(envelope.encode() + message.as_bytes())
         log.info("no RELAY_SMTP_URL: message for %d recipient(s) written to %s", len(recipients), path)
         return path

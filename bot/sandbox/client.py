@@ -123,6 +123,7 @@ class SlackClient:
         self.ack_deadline = ack_deadline
         self.request_timeout = request_timeout
         self._session: aiohttp.ClientSession | None = None
+        self.last_signed: tuple[bytes, dict[str, str]] | None = None  # the last HTTP request sent, as sent
 
     @classmethod
     def socket_mode(
@@ -374,6 +375,18 @@ class SlackClient:
             event["view"] = self._view_payload(home_id)
         return await self.event(event)
 
+    async def replay(self, *, resign_at: int | None = None) -> AckResponse:
+        """Send the last signed HTTP request again, byte for byte (a captured request replayed). With `resign_at`
+        the same body goes with a fresh timestamp and signature, as Slack's own retries do."""
+        if self.last_signed is None:
+            raise LookupError("no signed request was sent yet")
+        body, headers = self.last_signed
+        headers = dict(headers)
+        if resign_at is not None:
+            headers["X-Slack-Request-Timestamp"] = str(resign_at)
+            headers["X-Slack-Signature"] = sign(self.signing_secret or "", str(resign_at), body)
+        return await self._send(body, headers, what="replayed request")
+
     async def raw(self, body: bytes, headers: dict[str, str]) -> AckResponse:
         """Post exactly ``body`` with ``headers`` (for signature tests; HTTP transport only)."""
         if self.socket:
@@ -518,6 +531,7 @@ class SlackClient:
             "X-Slack-Request-Timestamp": ts,
             "X-Slack-Signature": sign(signing_secret or self.signing_secret or "", ts, body),
         }
+        self.last_signed = (body, headers)
         return await self._send(body, headers, what=what)
 
     async def _send(self, body: bytes, headers: dict[str, str], *, what: str) -> AckResponse:

@@ -249,7 +249,10 @@ class Demo:
         print(f"\n    ✉  In {FORWARDING}'s inbox: “{otp.message['Subject']}”")
         self.say(f"She clicks [Enter OTP] and types {code}")
         mark = await self.click_panel(address, "verify-receiving-enter")
-        view = await self.loaded(mark, "otp-form")
+        opened = await self.fake.wait_for(
+            "views.open", lambda c: c.ok and c.response["view"].get("callback_id") == "otp-form", after=mark
+        )
+        view = opened.response["view"]
         self.slack.type(view["id"], "otp", code)
         ack = await self.slack.submit(view["id"], user=LEAD)
         show_view("after Verify", ack_view(ack))

@@ -22,7 +22,8 @@ class StepEvent:
 
     `status` PENDING: an attempt is under way (`sent_to`/`route`: where its mail went; `wait`: how long Tracking
     waits for the copy). VERIFIED / FAILED: the outcome (`detail`: what was checked, or why it failed). NOT_RUN: the
-    steps in `reset` must run again because settings changed (`detail`: which)."""
+    steps in `reset` must run again because settings changed (`detail`: which). `locked_until`: this failure locked
+    the Receiving step (too many locked codes in a row) until then."""
 
     step: StepName
     status: StepStatus
@@ -33,6 +34,7 @@ class StepEvent:
     route: str | None = None
     wait: timedelta | None = None
     reset: tuple[StepName, ...] = ()
+    locked_until: datetime | None = None
 
 
 class SignInProblem(StrEnum):
@@ -75,6 +77,12 @@ class Notifier(Protocol):
     async def identity_ready(self, identity: Identity, steps: dict[str, VerificationStep]) -> None:
         """All three steps passed."""
 
+    async def identity_not_ready(self, identity: Identity, event: StepEvent) -> None:
+        """A ready identity is out of service: the step in `event` failed (the gateway refuses its mail now)."""
+
+    async def receiving_locked(self, identity: Identity, until: datetime) -> None:
+        """Too many codes in a row were locked: no new one-time password until `until`."""
+
     async def limit_request_created(self, identity: Identity, request: LimitRequest) -> list[Posted]:
         """Ask the approvers; returns where the request was posted."""
 
@@ -107,6 +115,12 @@ class NullNotifier:
         return None
 
     async def identity_ready(self, identity: Identity, steps: dict[str, VerificationStep]) -> None:
+        return None
+
+    async def identity_not_ready(self, identity: Identity, event: StepEvent) -> None:
+        return None
+
+    async def receiving_locked(self, identity: Identity, until: datetime) -> None:
         return None
 
     async def limit_request_created(self, identity: Identity, request: LimitRequest) -> list[Posted]:

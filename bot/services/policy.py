@@ -1,8 +1,9 @@
 """Who may do what: decided here, once, from the acting Slack user's id (taken from the verified request, never
 from text someone typed) and the managers' directory that the Slack side implements.
 
-- Anyone in the workspace may create identities and look at them.
-- An identity's creator and managers may change it: edit its settings, change its limits.
+- Anyone in the workspace may create identities and look at them (`/identity show`, `list`, the panel).
+- An identity's creator and managers may act on it: run its verification steps, ask for and enter its one-time
+  passwords, edit it, change its limits (`IdentityAction`). Everyone else sees its panel read-only.
 - Only managers decide limit requests, and never their own.
 """
 
@@ -23,29 +24,38 @@ class ManagerDirectory(Protocol):
     async def manager_ids(self) -> set[str]: ...
 
 
-class Role(StrEnum):
-    CREATOR = "creator"
-    MANAGER = "manager"
-    ANYONE = "anyone"
+class IdentityAction(StrEnum):
+    """What only an identity's creator and managers may do with it (the views word each one)."""
+
+    RUN_STEPS = "run_steps"  # Send Test Email, Send Response Email
+    SEND_CODE = "send_code"  # Send Test Response Email (a one-time password to the forwarding address)
+    ENTER_CODE = "enter_code"  # the OTP modal
+    EDIT = "edit"  # the identity form, and its Test email setup
+    CHANGE_LIMITS = "change_limits"
+
+
+class NotPermitted(NotAllowed):
+    """The actor is neither the identity's creator nor a manager. Carries what the views need to say so."""
+
+    def __init__(self, action: IdentityAction, identity: Identity) -> None:
+        super().__init__(f"Only the identity's creator or a manager can do this ({action}).")
+        self.action = action
+        self.creator = identity.created_by
+        self.address = identity.address
 
 
 class Policy:
     def __init__(self, managers: ManagerDirectory) -> None:
         self.managers = managers
 
-    async def role(self, actor: str, identity: Identity) -> Role:
-        """The actor's strongest role for this identity (a manager who created it acts as a manager)."""
-        if await self.managers.is_manager(actor):
-            return Role.MANAGER
-        return Role.CREATOR if identity.created_by == actor else Role.ANYONE
+    async def may(self, actor: str, identity: Identity, action: IdentityAction) -> bool:
+        """One rule for every IdentityAction: the creator (decided without asking Slack) or a manager."""
+        return identity.created_by == actor or await self.managers.is_manager(actor)
 
-    async def may_change(self, actor: str, identity: Identity) -> bool:
-        """Edit its settings or change its limits: its creator and managers."""
-        return await self.role(actor, identity) in (Role.CREATOR, Role.MANAGER)
-
-    async def require_change(self, actor: str, identity: Identity, what: str = "change it") -> None:
-        if not await self.may_change(actor, identity):
-            raise NotAllowed(f"Only the identity's creator or a manager can {what}.")
+    async def require(self, actor: str, identity: Identity, action: IdentityAction) -> None:
+        """Raise NotPermitted unless the actor may do `action` with the identity."""
+        if not await self.may(actor, identity, action):
+            raise NotPermitted(action, identity)
 
     async def require_decide(self, actor: str, request: LimitRequest) -> None:
         """Decide a limit request: managers only, and not their own request."""

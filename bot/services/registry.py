@@ -10,6 +10,7 @@ from bot.services.identities import IdentityService
 from bot.services.identities.sign_in import MailboxSignIn
 from bot.services.limits import LimitService
 from bot.services.policy import Policy
+from bot.services.replay import ReplayGuard
 from bot.services.verification import VerificationService
 
 
@@ -23,3 +24,4 @@ class Services:
     window: SendingLimits
     credentials: GatewayCredentials
     sign_in: MailboxSignIn
+    replay: ReplayGuard

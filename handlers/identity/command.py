@@ -8,9 +8,10 @@ from typing import Any
 from slack_bolt.async_app import AsyncAck, AsyncRespond
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.services.errors import NotAllowed, NotFound
+from bot.services.errors import NotFound
+from bot.services.policy import IdentityAction, NotPermitted
 from bot.services.registry import Services
-from handlers.blocks import limits_text, loading_view, problem_view
+from handlers.blocks import limits_text, loading_view, problem_view, refused_view
 from handlers.identity.form import values_from_identity
 from handlers.identity.form_view import FormMeta, FormValues, identity_form
 from handlers.identity.messages import help_message, identity_list, problem_message
@@ -83,7 +84,7 @@ class IdentityCommand:
         except NotFound as exc:
             await client.views_update(view_id=opened["view"]["id"], view=problem_view("Change limits", str(exc)))
             return
-        await self.limits.fill_form(client, opened["view"], identity)
+        await self.limits.fill_form(client, opened["view"], identity, command["user_id"])
 
     async def show(self, command: dict[str, Any], respond: AsyncRespond, address: str) -> None:
         if identity := await self._find(command, respond, address):
@@ -126,9 +127,9 @@ class IdentityCommand:
             await client.views_update(view_id=opened["id"], view=problem_view(title, str(exc)))
             return
         try:
-            await self.services.policy.require_change(command["user_id"], identity)
-        except NotAllowed as exc:
-            await client.views_update(view_id=opened["id"], view=problem_view(title, str(exc)))
+            await self.services.policy.require(command["user_id"], identity, IdentityAction.EDIT)
+        except NotPermitted as refusal:
+            await client.views_update(view_id=opened["id"], view=refused_view(title, refusal))
             return
         meta = FormMeta(
             mode="edit",

@@ -9,11 +9,12 @@ from slack_bolt.async_app import AsyncAck
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.services.errors import FormErrors, NotAllowed
+from bot.services.errors import FormErrors
 from bot.services.identities import IdentityDraft
 from bot.services.identities.providers import PROVIDERS
+from bot.services.policy import NotPermitted
 from bot.services.registry import Services
-from handlers.blocks import limits_text
+from handlers.blocks import limits_text, refused_view
 from handlers.identity.form_view import FormMeta, FormValues, identity_form, saved_view
 from handlers.identity.ids import IdentityForm as F
 from handlers.identity.sign_in_view import sign_in_offer
@@ -133,6 +134,15 @@ class IdentityFormListeners:
                 return None
             raise
 
+    async def _password_again(self, meta: FormMeta, draft: IdentityDraft) -> Identity | None:
+        """Editing: whether the form now points away from where the saved password was saved for (it must then be
+        typed again). Returns the stored identity."""
+        if meta.identity_id is None:
+            return None
+        stored = await self.services.identities.get(meta.identity_id)
+        meta.password_again = not self.services.identities.keeps_password(stored, draft)
+        return stored
+
     async def kind_changed(self, ack: AsyncAck, body: dict[str, Any], client: AsyncWebClient) -> None:
         """Platform ↔ company: rebuild the form in place, keeping what was typed."""
         await ack()
@@ -164,6 +174,12 @@ class IdentityFormListeners:
             values.smtp_host = provider.host or ""
             values.smtp_port, values.smtp_security = str(provider.port), provider.security
             meta.smtp_version += 1  # new block_ids, so Slack shows the provider's values
+            draft.smtp_host, draft.smtp_port, draft.smtp_security = (
+                values.smtp_host,
+                values.smtp_port,
+                values.smtp_security,
+            )
+        await self._password_again(meta, draft)
         await self._update(client, view, self.render(values, meta, who=body, limits=await self._current_limits(meta)))
 
     async def auto_create(self, ack: AsyncAck, body: dict[str, Any], client: AsyncWebClient) -> None:
@@ -189,12 +205,17 @@ class IdentityFormListeners:
         draft = draft_from_view(view, meta, body["user"]["id"])
         values = values_from_draft(draft)
         limits = await self._current_limits(meta)
-        stored = await self.services.identities.get(meta.identity_id) if meta.identity_id else None
+        stored = await self._password_again(meta, draft)
         meta.test_state, meta.test_message, meta.tested = "testing", None, None
         testing = await self._update(client, view, self.render(values, meta, who=body, limits=limits))
         if testing is None:
             return
-        result, fingerprint = await self.services.identities.test_setup(draft, stored=stored)
+        user = body["user"]["id"]
+        try:
+            result, fingerprint = await self.services.identities.test_setup(draft, stored=stored, actor=user)
+        except NotPermitted as refusal:
+            await self._update(client, testing, refused_view("Edit email identity", refusal))
+            return
         meta.test_state = "ok" if result.ok else "failed"
         meta.test_message = result.message
         meta.tested = fingerprint
@@ -224,11 +245,8 @@ class IdentityFormListeners:
         except FormErrors as exc:
             await ack(response_action="errors", errors=errors_for_view(view, exc.errors, fallback=F.display_name))
             return
-        except NotAllowed as exc:
-            await ack(
-                response_action="errors",
-                errors=errors_for_view(view, {"display_name": str(exc)}, fallback=F.display_name),
-            )
+        except NotPermitted as refusal:
+            await ack(response_action="update", view=refused_view("Edit email identity", refusal))
             return
         request = created.limit_request
         increase = limits_text(request.requested_hourly, request.requested_daily) if request else None

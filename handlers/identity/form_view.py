@@ -51,6 +51,7 @@ class FormMeta:
     test_message: str | None = None
     sign_in: str | None = None  # signed in with Microsoft/Google as this mailbox (instead of a password)
     sign_in_problem: str | None = None  # why the last sign-in gave no mailbox (SignInProblem)
+    password_again: bool = False  # edit: the server settings changed, so the saved password can't be kept
 
     def dumps(self) -> str:
         return json.dumps(asdict(self), separators=(",", ":"))
@@ -273,7 +274,14 @@ def _server_blocks(values: FormValues, meta: FormMeta) -> list[Block]:
 def _login_blocks(values: FormValues, meta: FormMeta) -> list[Block]:
     """How to log in, the setup test with its result, and the CC tracking instructions."""
     provider = PROVIDERS.get(values.provider or "", None)
-    keep = " Leave empty to keep the saved password." if meta.mode == "edit" else ""
+    keep = ""
+    if meta.mode == "edit":
+        keep = (
+            " Type the password again: the server, port, security or username changed, and the saved password is "
+            "only sent to the server it was saved for."
+            if meta.password_again
+            else " Leave empty to keep the saved password (while server, port, security and username stay the same)."
+        )
     return [
         _text_input(
             F.smtp_username,
@@ -287,7 +295,7 @@ def _login_blocks(values: FormValues, meta: FormMeta) -> list[Block]:
         InputBlock(
             block_id=F.smtp_password,
             label="SMTP password",
-            optional=meta.mode == "edit",
+            optional=meta.mode == "edit" and not meta.password_again,
             hint=(provider.password_hint if provider else PROVIDERS["other"].password_hint) + keep,
             element=PlainTextInputElement(
                 action_id=INPUT_ACTION, placeholder="16-character app password", max_length=200

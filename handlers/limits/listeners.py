@@ -9,37 +9,49 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.services.errors import FormErrors, NotAllowed, NotFound
 from bot.services.limits import AlreadyDecided
+from bot.services.policy import IdentityAction, NotPermitted
 from bot.services.registry import Services
-from handlers.blocks import loading_view, problem_view
+from handlers.blocks import loading_view, not_permitted_text, refused_view
 from handlers.errors import tell_user
 from handlers.limits.ids import Limits as L
 from handlers.limits.views import already_decided, limits_done, limits_form
 from handlers.state import errors_for_view, read_state
 from models import Identity
 
+TITLE = "Change limits"
+
 
 class LimitListeners:
     def __init__(self, services: Services) -> None:
         self.services = services
 
-    async def fill_form(self, client: AsyncWebClient, opened: dict[str, Any], identity: Identity) -> None:
-        """Replace the loading modal with the Change limits form."""
+    async def fill_form(self, client: AsyncWebClient, opened: dict[str, Any], identity: Identity, user: str) -> None:
+        """Replace the loading modal with the Change limits form, or with who may change them instead."""
+        try:
+            await self.services.policy.require(user, identity, IdentityAction.CHANGE_LIMITS)
+        except NotPermitted as refusal:
+            await client.views_update(view_id=opened["id"], view=refused_view(TITLE, refusal))
+            return
         pending = await self.services.limits.pending_request(identity.id)
         await client.views_update(view_id=opened["id"], hash=opened.get("hash"), view=limits_form(identity, pending))
 
     async def open_from_button(self, ack: AsyncAck, body: dict[str, Any], client: AsyncWebClient) -> None:
+        """The panel's Change limits: someone who may not change them is told so (ephemeral), no modal opens."""
         await ack()
-        opened = (await client.views_open(trigger_id=body["trigger_id"], view=loading_view("Change limits")))["view"]
         try:
             identity = await self.services.identities.get(int(body["actions"][0]["value"]))
         except (ValueError, NotFound):
             identity = None
         if identity is None or identity.team_id != body.get("team", {}).get("id"):
-            await client.views_update(
-                view_id=opened["id"], view=problem_view("Change limits", "This identity no longer exists.")
-            )
+            await tell_user(client, body, "This identity no longer exists.")
             return
-        await self.fill_form(client, opened, identity)
+        try:
+            await self.services.policy.require(body["user"]["id"], identity, IdentityAction.CHANGE_LIMITS)
+        except NotPermitted as refusal:
+            await tell_user(client, body, not_permitted_text(refusal))
+            return
+        opened = (await client.views_open(trigger_id=body["trigger_id"], view=loading_view(TITLE)))["view"]
+        await self.fill_form(client, opened, identity, body["user"]["id"])
 
     async def submit(self, ack: AsyncAck, body: dict[str, Any], view: dict[str, Any]) -> None:
         values = read_state(view)
@@ -54,6 +66,9 @@ class LimitListeners:
             )
         except FormErrors as exc:
             await ack(response_action="errors", errors=errors_for_view(view, exc.errors, fallback=L.hourly_limit))
+            return
+        except NotPermitted as refusal:
+            await ack(response_action="update", view=refused_view(TITLE, refusal))
             return
         except (NotAllowed, NotFound) as exc:
             await ack(response_action="errors", errors={L.hourly_limit: str(exc)})

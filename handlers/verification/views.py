@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 from slack_sdk.models.blocks import (
     ActionsBlock,
     Block,
@@ -18,7 +20,7 @@ from slack_sdk.models.views import View
 from bot.services.gateway.window import LimitDecision
 from bot.services.notifier import StepEvent
 from bot.services.verification import CodeProblem, CodeSent, OtpCheck
-from bot.services.verification.otp import CODE_DIGITS, LIFETIME, MAX_WRONG
+from bot.services.verification.otp import CODE_DIGITS, CODES_PER_DAY, LIFETIME, LOCKS_IN_A_ROW, MAX_WRONG
 from handlers.blocks import INPUT_ACTION, Message, context, escape, slack_date
 from handlers.details import identity_details
 from handlers.limits.ids import Limits as L
@@ -29,6 +31,7 @@ from models import Identity, IdentityKind, IdentityStatus, LimitRequest, StepNam
 STEP_LABELS = {StepName.SENDING: "Sending", StepName.RECEIVING: "Receiving", StepName.TRACKING: "Tracking"}
 SEND_OTP = "Send Test Response Email"
 ENTER_OTP = "Enter OTP"
+OTP_TITLE = "Receiving verification"
 LIFETIME_MINUTES = int(LIFETIME.total_seconds() // 60)
 
 STEP_HELP = {
@@ -49,11 +52,17 @@ def step_status_text(name: StepName, step: VerificationStep | None) -> str:
         note = f" _{escape(step.detail)}_" if step is not None and step.detail else ""
         return f":white_circle: Not run yet.{note}"
     if step.status == StepStatus.PENDING:
+        # A re-run of a verified step: it stays verified (and the identity in service) unless this run fails.
+        still = (
+            f" _{label} Verified on {slack_date(step.verified_at)} stands unless this run fails._"
+            if step.verified_at
+            else ""
+        )
         if name == StepName.RECEIVING:
-            return ":hourglass_flowing_sand: Code sent: enter the one-time password from the email."
+            return f":hourglass_flowing_sand: Code sent: enter the one-time password from the email.{still}"
         if name == StepName.TRACKING:
-            return ":hourglass_flowing_sand: In progress: waiting for the copy at the CC tracking address."
-        return ":hourglass_flowing_sand: In progress…"
+            return f":hourglass_flowing_sand: In progress: waiting for the copy at the CC tracking address.{still}"
+        return f":hourglass_flowing_sand: In progress…{still}"
     if step.status == StepStatus.VERIFIED and step.verified_at is not None:
         return f":white_check_mark: *{label} Verified* on {slack_date(step.verified_at)}"
     when = f" on {slack_date(step.finished_at)}" if step.finished_at else ""
@@ -187,26 +196,20 @@ def ready_message(identity: Identity) -> Message:
     )
 
 
-def otp_form(identity_id: int, identity: Identity | None = None) -> View:
-    """The OTP modal. Opened at once from the button (trigger ids expire); the identity's details follow."""
-    if identity is not None:
-        text = (
-            f"We emailed a one-time password to *{escape(identity.forwarding_address)}* for "
-            f"*{escape(identity.address)}*. Enter the {CODE_DIGITS} digits from that email. It is valid for "
-            f"{LIFETIME_MINUTES} minutes."
-        )
-    else:
-        text = (
-            f"Enter the {CODE_DIGITS} digits from the email with your one-time password. It is valid for "
-            f"{LIFETIME_MINUTES} minutes."
-        )
+def otp_form(identity: Identity) -> View:
+    """The OTP modal."""
+    text = (
+        f"We emailed a one-time password to *{escape(identity.forwarding_address)}* for "
+        f"*{escape(identity.address)}*. Enter the {CODE_DIGITS} digits from that email. It is valid for "
+        f"{LIFETIME_MINUTES} minutes."
+    )
     return View(
         type="modal",
         callback_id=V.otp_callback,
-        title="Receiving verification",
+        title=OTP_TITLE,
         submit="Verify",
         close="Cancel",
-        private_metadata=str(identity_id),
+        private_metadata=str(identity.id),
         blocks=[
             SectionBlock(text=MarkdownTextObject(text=text)),
             InputBlock(
@@ -222,7 +225,7 @@ def otp_done(identity: Identity) -> View:
     return View(
         type="modal",
         callback_id=V.otp_done_callback,
-        title="Receiving verification",
+        title=OTP_TITLE,
         close="Done",
         blocks=[
             SectionBlock(
@@ -273,7 +276,55 @@ def code_problem_text(check: OtpCheck) -> str:
         return f"The code is the {CODE_DIGITS} digits from the email ({tries})."
     if check.problem == CodeProblem.WRONG:
         return f"That code is wrong. {tries.capitalize()}."
+    if check.problem == CodeProblem.LOCKED and check.locked_until is not None:
+        return (
+            f"This code is locked after {MAX_WRONG} wrong tries, and {LOCKS_IN_A_ROW} codes in a row were locked: "
+            f"no new code can be sent before {utc_text(check.locked_until)}."
+        )
     return CODE_PROBLEMS.get(check.problem or CodeProblem.NONE_SENT, "This code no longer works.")
+
+
+def utc_text(when: datetime) -> str:
+    """An absolute time where Slack shows plain text (modal errors), e.g. "2026-11-27 14:05 UTC"."""
+    return when.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def daily_code_limit(next_at: datetime) -> str:
+    return (
+        f":no_entry: {CODES_PER_DAY} one-time passwords were sent for this identity in the last 24 hours, the most "
+        f"we send in a day. The next one can be sent from {slack_date(next_at)}."
+    )
+
+
+def receiving_locked(until: datetime) -> str:
+    return (
+        f":lock: Receiving is locked: {LOCKS_IN_A_ROW} one-time passwords in a row were locked after "
+        f"{MAX_WRONG} wrong tries each. A new code can be sent from {slack_date(until)}."
+    )
+
+
+def not_ready_message(identity: Identity, event: StepEvent) -> Message:
+    """A ready identity went out of service because a step failed."""
+    label = STEP_LABELS[event.step]
+    headline = f"{identity.address} is no longer ready to use: {label} failed"
+    body = (
+        f":warning: *{escape(headline)}*: {escape(event.detail)}\n"
+        f"Until {label} passes again, mail sent as it through the submission gateway is refused."
+    )
+    return Message(text=f"{headline}.", blocks=[SectionBlock(text=MarkdownTextObject(text=body[:3000]))])
+
+
+def receiving_locked_message(identity: Identity, until: datetime) -> Message:
+    """For the channel: codes are being guessed (or mistyped) — nobody can ask for a new one for a while."""
+    lines = (
+        f":lock: *Receiving verification of {escape(identity.address)} is locked* until {slack_date(until)}: "
+        f"{LOCKS_IN_A_ROW} one-time passwords in a row were locked after {MAX_WRONG} wrong tries each. If nobody "
+        "here was entering codes, someone may be trying to guess them."
+    )
+    return Message(
+        text=f"Receiving verification of {identity.address} is locked until {utc_text(until)}.",
+        blocks=[SectionBlock(text=MarkdownTextObject(text=lines))],
+    )
 
 
 def resend_too_soon(seconds: int) -> str:

@@ -23,6 +23,10 @@ from models import Database, Identity, IdentityKind, SmtpSecurity
 
 HOSTNAME = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*")
 CUSTOMER_SECURITY = (SmtpSecurity.STARTTLS, SmtpSecurity.SSL)
+PASSWORD_AGAIN = (
+    "The server, port, security or username changed: type the password again. The saved password is only ever "
+    "sent to the server it was saved for."
+)
 
 
 def has_control_characters(text: str) -> bool:
@@ -76,10 +80,26 @@ class IdentityForms:
             return None
         return address
 
+    @staticmethod
+    def same_server(stored: Identity, draft: IdentityDraft, address: str | None = None) -> bool:
+        """Whether the form still points where the saved password was saved for: same host, port, security and
+        username. Only then may an empty password field mean "keep the saved one"."""
+        port = (draft.smtp_port or "").strip()
+        typed = (
+            (draft.smtp_host or "").strip().lower().rstrip("."),
+            int(port) if port.isdigit() else None,
+            draft.smtp_security or "",
+            (draft.smtp_username or "").strip() or (address or stored.address),
+        )
+        saved = (stored.smtp_host, stored.smtp_port, stored.smtp_security, stored.smtp_username or stored.address)
+        return typed == saved
+
     def check_smtp_fields(
         self, draft: IdentityDraft, address: str | None, *, stored: Identity | None = None
     ) -> tuple[SmtpDraft | None, dict[str, str]]:
-        """The SMTP part of a company-domain form. `stored` supplies the saved password when none was typed."""
+        """The SMTP part of a company-domain form. `stored` supplies the saved password when none was typed, and
+        only while the settings still point at the server it was saved for: the saved password never goes to
+        another host, port, security or username."""
         errors: dict[str, str] = {}
         host = (draft.smtp_host or "").strip().lower().rstrip(".")
         if not host:
@@ -103,8 +123,10 @@ class IdentityForms:
             errors["smtp_password"] = "The password can't contain line breaks."
         password = normalize_app_password(password)
         if not password:
-            if stored is not None and stored.smtp_password_encrypted:
+            if stored is not None and stored.smtp_password_encrypted and self.same_server(stored, draft, address):
                 password = self.secrets.decrypt(stored.smtp_password_encrypted)
+            elif stored is not None and stored.smtp_password_encrypted:
+                errors["smtp_password"] = PASSWORD_AGAIN
             else:
                 errors["smtp_password"] = (
                     "Enter the SMTP password (for Gmail and Outlook: a 16-character app password)."

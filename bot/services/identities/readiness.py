@@ -2,13 +2,15 @@
 identity edits and the verification steps.
 
 Whether an identity is ready is decided in SQL, in the same transaction as the step change, so a reset and a
-result arriving at once can't leave an identity "ready" with a step that is not verified."""
+result arriving at once can't leave an identity "ready" with a step that is not verified. A step counts while it is
+verified, and while a re-run of a verified step is in flight (pending with its verified_at kept): a re-run that is
+interrupted or never finished does not take a ready identity out of service; a failure or a reset does."""
 
 from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import func, select, update
+from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from models import Identity, IdentityStatus, OtpChallenge, OtpCloseReason, StepName, StepStatus, VerificationStep
@@ -60,7 +62,13 @@ async def refresh_readiness(session: AsyncSession, identity_id: int, now: dateti
     verified = (
         select(func.count())
         .select_from(VerificationStep)
-        .where(VerificationStep.identity_id == identity_id, VerificationStep.status == StepStatus.VERIFIED)
+        .where(
+            VerificationStep.identity_id == identity_id,
+            or_(
+                VerificationStep.status == StepStatus.VERIFIED,
+                and_(VerificationStep.status == StepStatus.PENDING, VerificationStep.verified_at.is_not(None)),
+            ),
+        )
         .scalar_subquery()
     )
     became_ready = await session.execute(

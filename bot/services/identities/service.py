@@ -23,7 +23,7 @@ from bot.services.identities.signed_in import SignedInDraft, SignedInForms
 from bot.services.limits.requests import open_request
 from bot.services.limits.rules import needs_approval
 from bot.services.notifier import Notifier, Posted
-from bot.services.policy import Policy
+from bot.services.policy import IdentityAction, Policy
 from bot.services.secrets import SecretBox
 from models import Database, Identity, IdentityKind, IdentityStatus, LimitRequest, SmtpSecurity, StepName
 from models.base import utcnow
@@ -65,10 +65,19 @@ class IdentityService:
         return self.domains.new_tracking_address()
 
     async def test_setup(
-        self, draft: IdentityDraft, *, stored: Identity | None = None
+        self, draft: IdentityDraft, *, stored: Identity | None = None, actor: str | None = None
     ) -> tuple[SetupCheck, str | None]:
-        """*Test email setup*: a real SMTP session; (result, fingerprint of the settings when it passed)."""
+        """*Test email setup*: a real SMTP session; (result, fingerprint of the settings when it passed). Testing
+        an edit of a stored identity (which may use its saved password) is for those who may edit it: raises
+        NotPermitted otherwise."""
+        if stored is not None:
+            await self.policy.require(actor or "", stored, IdentityAction.EDIT)
         return await self.forms.test_setup(draft, stored=stored)
+
+    def keeps_password(self, stored: Identity, draft: IdentityDraft) -> bool:
+        """Whether an empty password field in an edit of `stored` may mean "keep the saved password": only while
+        host, port, security and username are those it was saved with."""
+        return stored.kind != IdentityKind.COMPANY or self.forms.same_server(stored, draft)
 
     # ---- create ----------------------------------------------------------------------------------------------
     async def create(self, draft: IdentityDraft, *, actor: str, team_id: str, view_id: str | None) -> Created:
@@ -185,7 +194,7 @@ class IdentityService:
         """Apply an edit. Raises FormErrors (nothing stored) or NotAllowed. Limits are changed elsewhere
         (they may need a manager), and the address can't change."""
         stored = await self.get(identity_id)
-        await self.policy.require_change(actor, stored)
+        await self.policy.require(actor, stored, IdentityAction.EDIT)
         draft.kind = stored.kind
         clean, errors = await self.forms.validate(draft, stored=stored)
         if errors:

@@ -19,7 +19,7 @@ from bot.services.errors import FormErrors, NotFound
 from bot.services.limits.requests import open_request
 from bot.services.limits.rules import parse_limits
 from bot.services.notifier import Notifier
-from bot.services.policy import Policy
+from bot.services.policy import IdentityAction, Policy
 from models import Database, Identity, LimitRequest, LimitRequestStatus
 from models.base import utcnow
 from models.tables import DEFAULT_DAILY_LIMIT, DEFAULT_HOURLY_LIMIT, MAX_DAILY_LIMIT
@@ -102,7 +102,7 @@ class LimitService:
     ) -> LimitChange:
         """Apply or request new limits. Raises FormErrors (nothing changes) or NotAllowed."""
         identity = await self._identity(identity_id)
-        await self.policy.require_change(actor, identity, "change its limits")
+        await self.policy.require(actor, identity, IdentityAction.CHANGE_LIMITS)
         hourly, daily, errors = parse_limits(hourly_text, daily_text)
         reason = (reason or "").strip()
         if len(reason) > MAX_REASON:

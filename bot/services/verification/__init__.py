@@ -1,6 +1,13 @@
 """The three verification steps (Sending, Receiving with a one-time password, Tracking) and their outcomes."""
 
-from bot.services.verification.otp import CodeProblem, OtpChallenges, OtpCheck, ResendTooSoon
+from bot.services.verification.otp import (
+    CodeProblem,
+    DailyCodeLimit,
+    OtpChallenges,
+    OtpCheck,
+    ReceivingLocked,
+    ResendTooSoon,
+)
 from bot.services.verification.outcomes import AlreadyRunning, CodeSent, Recorded
 from bot.services.verification.service import VerificationService
 
@@ -8,8 +15,10 @@ __all__ = [
     "AlreadyRunning",
     "CodeProblem",
     "CodeSent",
+    "DailyCodeLimit",
     "OtpChallenges",
     "OtpCheck",
+    "ReceivingLocked",
     "Recorded",
     "ResendTooSoon",
     "VerificationService",

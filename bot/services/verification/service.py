@@ -1,9 +1,8 @@
 """The three-step verification: Sending, Receiving (a one-time password) and Tracking (the CC tracking copy).
 
-Every state change is a conditional UPDATE (… WHERE status = 'pending' AND attempt = n), so a result, a late copy
-or a timeout is applied exactly once, whichever process sees it first, and survives restarts. Each change is first
-recorded in the database (with the identity's readiness, in the same transaction) and only then announced in Slack;
-announcing is best effort, so a Slack outage never loses or blocks a result."""
+Only an identity's creator and managers may run its steps, ask for and enter its codes (policy.py). Each change is
+first recorded in the database (recording.py: once, with the identity's readiness, in the same transaction) and only
+then announced in Slack; announcing is best effort, so a Slack outage never loses or blocks a result."""
 
 from __future__ import annotations
 
@@ -11,7 +10,7 @@ import logging
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
-from sqlalchemy import select, update
+from sqlalchemy import select
 
 from bot.mail.delivery import Delivery
 from bot.mail.domains import PlatformDomains
@@ -19,10 +18,12 @@ from bot.mail.messages import new_token, otp_message, response_message, sending_
 from bot.mail.outbound import SmtpFailure
 from bot.services import audit
 from bot.services.identities import IdentityService, Updated
-from bot.services.identities.readiness import ensure_steps, refresh_readiness
+from bot.services.identities.readiness import ensure_steps
 from bot.services.notifier import Notifier, StepEvent
-from bot.services.verification.otp import LIFETIME, MAX_WRONG, CodeProblem, OtpChallenges, OtpCheck
-from bot.services.verification.outcomes import AlreadyRunning, CodeSent, Recorded
+from bot.services.policy import IdentityAction, Policy
+from bot.services.verification.otp import LIFETIME, LOCKS_IN_A_ROW, MAX_WRONG, CodeProblem, OtpChallenges, OtpCheck
+from bot.services.verification.outcomes import CodeSent, Recorded
+from bot.services.verification.recording import StepRecorder
 from models import (
     Database,
     Identity,
@@ -37,7 +38,6 @@ from models.base import utcnow
 
 log = logging.getLogger(__name__)
 
-STALE_PENDING = timedelta(minutes=2)  # a Sending attempt still "pending" after this was interrupted
 OUR_FAULT = "something went wrong on our side; please try again."
 
 
@@ -51,12 +51,15 @@ class VerificationService:
         delivery: Delivery,
         domains: PlatformDomains,
         *,
+        policy: Policy,
         tracking_timeout: float,
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
         self.db = db
         self.notifier = notifier
         self.identities = identities
+        self.policy = policy
+        self.recorder = StepRecorder(db, clock)
         self.otp = otp
         self.delivery = delivery
         self.platform_sender = domains.sender
@@ -92,6 +95,10 @@ class VerificationService:
             await self.notifier.step_changed(identity, steps, recorded.event)
             if recorded.readiness == IdentityStatus.READY:
                 await self.notifier.identity_ready(identity, steps)
+            elif recorded.readiness == IdentityStatus.NOT_VERIFIED:
+                await self.notifier.identity_not_ready(identity, recorded.event)
+            if recorded.event.locked_until is not None:
+                await self.notifier.receiving_locked(identity, recorded.event.locked_until)
         except Exception:
             log.exception("could not announce %s of identity %s", recorded.event.step, recorded.identity_id)
 
@@ -101,98 +108,24 @@ class VerificationService:
     def _pending(self, step: StepName, actor: str, **details: object) -> StepEvent:
         return StepEvent(step, StepStatus.PENDING, self.clock(), actor, **details)  # type: ignore[arg-type]
 
-    # ---- recording -------------------------------------------------------------------------------------------
-    async def _start(self, identity_id: int, step: StepName, actor: str, **values: object) -> int:
-        """Mark a step pending (a new attempt). Refuses while a recent Sending attempt is running."""
-        now = self.clock()
-        async with self.db.transaction() as session:
-            await ensure_steps(session, identity_id)
-            row = await session.scalar(
-                select(VerificationStep)
-                .where(VerificationStep.identity_id == identity_id, VerificationStep.step == step)
-                .with_for_update()
-            )
-            assert row is not None
-            if (
-                step == StepName.SENDING  # a new code or response email simply replaces the previous one
-                and row.status == StepStatus.PENDING
-                and row.started_at is not None
-                and now - row.started_at < STALE_PENDING
-            ):
-                raise AlreadyRunning(step)
-            attempt = row.attempt + 1
-            await session.execute(
-                update(VerificationStep)
-                .where(VerificationStep.id == row.id, VerificationStep.attempt == row.attempt)
-                .values(
-                    status=StepStatus.PENDING,
-                    attempt=attempt,
-                    started_at=now,
-                    finished_at=None,
-                    detail="",
-                    updated_at=now,
-                    **values,
-                )
-            )
-            # A step being re-run is no longer verified: the identity is not ready until it passes again.
-            await refresh_readiness(session, identity_id, now)
-            audit.record(
-                session, actor=actor, action=f"verification.{step}.started", identity_id=identity_id, attempt=attempt
-            )
-        return attempt
-
-    async def _record(
-        self,
-        identity_id: int,
-        step: StepName,
-        *,
-        attempt: int | None,
-        ok: bool,
-        detail: str,
-        actor: str,
-        token: str | None = None,
-        allow_from_failed: bool = False,
-    ) -> Recorded | None:
-        """Store a step's outcome once, with the identity's readiness. None when another process (or a newer
-        attempt, or a reset) got there first."""
-        now = self.clock()
-        status = StepStatus.VERIFIED if ok else StepStatus.FAILED
-        async with self.db.transaction() as session:
-            allowed = [StepStatus.PENDING] + ([StepStatus.FAILED] if allow_from_failed else [])
-            conditions = [
-                VerificationStep.identity_id == identity_id,
-                VerificationStep.step == step,
-                VerificationStep.status.in_(allowed),
-            ]
-            if attempt is not None:
-                conditions.append(VerificationStep.attempt == attempt)
-            if token is not None:
-                conditions.append(VerificationStep.token == token)
-            values: dict[str, object] = {"status": status, "detail": detail, "finished_at": now, "updated_at": now}
-            if ok:
-                values["verified_at"] = now
-            result = await session.execute(update(VerificationStep).where(*conditions).values(**values))
-            if result.rowcount != 1:  # type: ignore[attr-defined]
-                return None
-            readiness = await refresh_readiness(session, identity_id, now)
-            audit.record(
-                session, actor=actor, action=f"verification.{step}.{status}", identity_id=identity_id, detail=detail
-            )
-            if readiness == IdentityStatus.READY:
-                audit.record(session, actor="verification", action="identity.ready", identity_id=identity_id)
-        return Recorded(identity_id, StepEvent(step, status, now, actor, detail=detail), readiness)
-
     async def _finish(self, identity_id: int, step: StepName, **kwargs: object) -> bool:
-        recorded = await self._record(identity_id, step, **kwargs)  # type: ignore[arg-type]
+        recorded = await self.recorder.record(identity_id, step, **kwargs)  # type: ignore[arg-type]
         await self.announce(recorded)
         return recorded is not None
 
     # ---- 1. Sending ------------------------------------------------------------------------------------------
-    async def run_sending(self, identity_id: int, actor: str) -> None:
-        """Send a real test email as the identity; verified when the server accepts it."""
+    async def _acting(self, identity_id: int, actor: str, action: IdentityAction) -> Identity:
+        """The identity, when the actor may do `action` with it; NotPermitted (nothing done) otherwise."""
         identity = await self.identities.get(identity_id)
+        await self.policy.require(actor, identity, action)
+        return identity
+
+    async def run_sending(self, identity_id: int, actor: str) -> None:
+        """Send a real test email as the identity; verified when the server accepts it. Raises NotPermitted,
+        AlreadyRunning."""
+        identity = await self._acting(identity_id, actor, IdentityAction.RUN_STEPS)
         token = new_token()
-        attempt = await self._start(identity_id, StepName.SENDING, actor, token=token)
+        attempt = await self.recorder.start(identity_id, StepName.SENDING, actor, token=token)
         await self._progress(identity_id, self._pending(StepName.SENDING, actor, sent_to=identity.address))
         message = sending_test_message(identity.display_name, identity.address, identity.address, token)
         try:
@@ -214,12 +147,13 @@ class VerificationService:
 
     # ---- 2. Receiving ----------------------------------------------------------------------------------------
     async def send_otp(self, identity_id: int, actor: str) -> CodeSent:
-        """Email a one-time password to the forwarding address. Raises ResendTooSoon.
-        A code that could not be sent is a failed attempt of the step (in the channel too), and says why."""
-        identity = await self.identities.get(identity_id)
+        """Email a one-time password to the forwarding address. Raises NotPermitted, ReceivingLocked, DailyCodeLimit,
+        ResendTooSoon. A code that could not be sent is a failed attempt of the step (in the channel too), and
+        says why."""
+        identity = await self._acting(identity_id, actor, IdentityAction.SEND_CODE)
         to = identity.forwarding_address
         challenge_id, code = await self.otp.issue(identity_id, to)
-        attempt = await self._start(identity_id, StepName.RECEIVING, actor)
+        attempt = await self.recorder.start(identity_id, StepName.RECEIVING, actor)
         minutes = int(LIFETIME.total_seconds() // 60)
         message = otp_message(self.platform_sender, to, identity.address, code, minutes)
         try:
@@ -239,12 +173,13 @@ class VerificationService:
 
     async def check_otp(self, identity_id: int, typed: str, actor: str) -> tuple[OtpCheck, Recorded | None]:
         """Check a typed code and store the outcome. Nothing is announced yet (the modal's ack comes first):
-        pass the Recorded to announce() afterwards."""
-        identity = await self.identities.get(identity_id)
+        pass the Recorded to announce() afterwards. Raises NotPermitted before the code is looked at (a try by
+        someone who may not enter codes uses up nothing)."""
+        identity = await self._acting(identity_id, actor, IdentityAction.ENTER_CODE)
         result = await self.otp.check(identity_id, typed, sent_to=identity.forwarding_address)
         recorded = None
         if result.ok:
-            recorded = await self._record(
+            recorded = await self.recorder.record(
                 identity_id,
                 StepName.RECEIVING,
                 attempt=None,
@@ -256,13 +191,20 @@ class VerificationService:
             if recorded is None:  # the step was reset meanwhile (the forwarding address changed)
                 result = OtpCheck(False, CodeProblem.EARLIER_CHECK)
         elif result.locked:
-            recorded = await self._record(
+            detail = f"the code was locked after {MAX_WRONG} wrong tries."
+            if result.locked_until is not None:
+                detail += (
+                    f" {LOCKS_IN_A_ROW} codes in a row were locked: no new code can be sent before "
+                    f"{result.locked_until:%Y-%m-%d %H:%M} UTC."
+                )
+            recorded = await self.recorder.record(
                 identity_id,
                 StepName.RECEIVING,
                 attempt=None,
                 ok=False,
-                detail=f"the code was locked after {MAX_WRONG} wrong tries.",
+                detail=detail,
                 actor=actor,
+                locked_until=result.locked_until,
             )
         async with self.db.transaction() as session:
             audit.record(
@@ -284,11 +226,12 @@ class VerificationService:
         return identity.address
 
     async def start_tracking(self, identity_id: int, actor: str) -> None:
-        """Send a reply-like response email to the identity; its copy must reach the CC tracking address."""
-        identity = await self.identities.get(identity_id)
+        """Send a reply-like response email to the identity; its copy must reach the CC tracking address.
+        Raises NotPermitted."""
+        identity = await self._acting(identity_id, actor, IdentityAction.RUN_STEPS)
         token = new_token()
         deadline = self.clock() + self.tracking_timeout
-        attempt = await self._start(identity_id, StepName.TRACKING, actor, token=token, deadline=deadline)
+        attempt = await self.recorder.start(identity_id, StepName.TRACKING, actor, token=token, deadline=deadline)
         message = response_message(self.platform_sender, identity.display_name, identity.address, token)
         try:
             route = await self.delivery.send_from_platform(
