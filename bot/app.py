@@ -27,9 +27,19 @@ from bot.config import ConfigError, Settings
 from bot.jobs import Jobs
 from bot.logs import library_logger, quiet_libraries
 from bot.mail.delivery import Delivery, InboundAddress
+from bot.mail.dkim import DkimKeyError, DkimSigner
 from bot.mail.domains import PlatformDomains
 from bot.mail.outbound import MailSender, SmtpServer
-from bot.services.gateway import GatewayCredentials, IdentityRelay, IssuedCredential, SendingLimits, Submission
+from bot.services.gateway import (
+    DeliveryReports,
+    Dispatcher,
+    GatewayCredentials,
+    IdentityRelay,
+    IssuedCredential,
+    SendingLimits,
+    Submission,
+    Unsubscribes,
+)
 from bot.services.identities import IdentityService
 from bot.services.incoming import InboundStore, IncomingMail, LeadForwarder
 from bot.services.limits import LimitService
@@ -71,6 +81,21 @@ def domains_of(settings: Settings) -> PlatformDomains:
     return PlatformDomains(settings.platform_domain, settings.tracking_domain)
 
 
+def dkim_signer(settings: Settings) -> DkimSigner:
+    return DkimSigner(
+        domain=settings.platform_domain,
+        selector=settings.dkim_selector,
+        key_file=settings.dkim_private_key,
+        data_dir=settings.data_dir,
+    )
+
+
+def signing_key_error(exc: DkimKeyError, settings: Settings) -> ConfigError:
+    """A DKIM key that can't be used stops start-up naming the variable to fix."""
+    variable = "DKIM_PRIVATE_KEY" if settings.dkim_private_key is not None else "DATA_DIR"
+    return ConfigError(variable, str(exc).removeprefix("DKIM_PRIVATE_KEY: "))
+
+
 def relay_of(settings: Settings) -> SmtpServer | None:
     r = settings.relay
     return None if r is None else SmtpServer(r.host, r.port, r.security, r.username, r.password)
@@ -85,6 +110,8 @@ class Core:
     incoming: IncomingMail
     store: InboundStore
     submission: Submission
+    unsubscribes: Unsubscribes
+    signer: DkimSigner
 
 
 def build_core(
@@ -108,7 +135,7 @@ def build_core(
         db, notifier, identities, OtpChallenges(db, secrets), delivery, domains, tracking_timeout=s.tracking_timeout
     )
     window = SendingLimits(db)
-    credentials = GatewayCredentials(db)
+    credentials = GatewayCredentials(db, secrets)
     services = Services(
         domains=domains,
         policy=policy,
@@ -118,10 +145,25 @@ def build_core(
         window=window,
         credentials=credentials,
     )
-    incoming = IncomingMail(db, domains, on_tokens=verification.on_tokens, forward=LeadForwarder(delivery, domains))
-    store = InboundStore(db, domains, on_stored=incoming.process)
-    submission = Submission(db, credentials, window, IdentityRelay(delivery, identities))
-    return Core(services, delivery, incoming, store, submission)
+    unsubscribes = Unsubscribes(db)
+    incoming = IncomingMail(
+        db,
+        domains,
+        on_tokens=verification.on_tokens,
+        forward=LeadForwarder(delivery, domains),
+        unsubscribes=unsubscribes,
+    )
+    store = InboundStore(db, domains, on_stored=incoming.process, unsubscribes=unsubscribes)
+    signer = dkim_signer(s)
+    dispatcher = Dispatcher(
+        IdentityRelay(delivery, identities),
+        domains,
+        unsubscribes=unsubscribes,
+        signer=signer,
+        public_url=s.public_url,
+    )
+    submission = Submission(db, credentials, window, dispatcher, reports=DeliveryReports(delivery, domains))
+    return Core(services, delivery, incoming, store, submission, unsubscribes, signer)
 
 
 @dataclass
@@ -137,6 +179,7 @@ class Runtime:
     gateway: SubmissionGateway = field(init=False)
     slack: SlackServer = field(init=False)
     jobs: Jobs = field(init=False)
+    signer: DkimSigner = field(init=False)
 
     @property
     def http_url(self) -> str | None:
@@ -159,6 +202,7 @@ class Runtime:
         notifier = SlackNotifier(client, self.managers, approvals_channel=s.approvals_channel)
         core = build_core(s, self.db, notifier, self.managers, inbound_address=self._inbound_address)
         self.services = core.services
+        self.signer = core.signer
         self.inbound = InboundServer(core.store)
         tls = None
         if s.submission_tls is not None:
@@ -168,7 +212,14 @@ class Runtime:
         self.jobs = Jobs(
             core.services.verification, core.incoming, core.services.limits, tracking_timeout=s.tracking_timeout
         )
-        self.slack = SlackServer(self.app, host=s.host, port=s.port, app_token=s.slack_app_token, healthy=self.db.ping)
+        self.slack = SlackServer(
+            self.app,
+            host=s.host,
+            port=s.port,
+            app_token=s.slack_app_token,
+            healthy=self.db.ping,
+            unsubscribes=core.unsubscribes,
+        )
         handlers.register(self.app, self.services)
 
     def _inbound_address(self) -> tuple[str, int] | None:
@@ -179,6 +230,11 @@ class Runtime:
         self.build()
         s = self.settings
         await check_tokens(self.app, s.slack_app_token)
+        if s.dkim_private_key is not None:  # a configured key must work now; a generated one is made on first use
+            try:
+                await asyncio.to_thread(self.signer.key)
+            except DkimKeyError as exc:
+                raise signing_key_error(exc, s) from None
         await self.db.upgrade()
         await self.inbound.start(s.inbound_smtp.host, s.inbound_smtp.port)
         log.info("inbound SMTP server on %s:%s", self.inbound.host, self.inbound.port)
@@ -202,6 +258,8 @@ class Runtime:
                 await server.stop()
         if getattr(self, "slack", None) is not None:
             await self.slack.stop()
+        if getattr(self, "signer", None) is not None:
+            self.signer.close()
         if getattr(self, "db", None) is not None:
             await self.db.dispose()
 
@@ -269,3 +327,15 @@ async def revoke_credentials(settings: Settings, username: str) -> bool:
     """`identity-bot credentials revoke <username>`. Raises NotFound."""
     async with offline(settings) as (_db, core):
         return await core.services.credentials.revoke(username, actor="cli")
+
+
+def dkim_record(settings: Settings) -> str:
+    """`identity-bot dkim record`: the DNS records to publish for platform mail (DKIM key, SPF, DMARC), as one
+    block. Creates the key in DATA_DIR if none is configured and none exists yet, so DNS can be published first."""
+    relay = settings.relay.host if settings.relay is not None else None
+    try:
+        return dkim_signer(settings).record_block(relay)
+    except DkimKeyError as exc:
+        raise signing_key_error(exc, settings) from None
+    except OSError as exc:
+        raise ConfigError("DATA_DIR", f"can't create the DKIM key there ({exc.strerror})") from None

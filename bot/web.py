@@ -1,5 +1,7 @@
 """Serving Slack: HTTP (`POST /slack/events`, and `GET /healthz` in both modes) and the Socket Mode connection, plus
-the start-up check that Slack accepts our tokens."""
+the start-up check that Slack accepts our tokens. The same HTTP server (in both modes) serves the one-click
+unsubscribe links of relayed mail: `GET /unsubscribe/<token>` shows a confirm button and changes nothing, `POST`
+unsubscribes (RFC 8058)."""
 
 from __future__ import annotations
 
@@ -11,7 +13,9 @@ from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
 from slack_bolt.async_app import AsyncApp
 from slack_sdk.errors import SlackApiError
 
+from bot import pages
 from bot.config import ConfigError
+from bot.services.gateway import Unsubscribes
 
 log = logging.getLogger(__name__)
 
@@ -47,8 +51,10 @@ class SlackServer:
         port: int,
         app_token: str | None,
         healthy: Callable[[], Awaitable[bool]],
+        unsubscribes: Unsubscribes | None = None,
     ) -> None:
         self.app = app
+        self.unsubscribes = unsubscribes
         self.host = host
         self.port = port
         self.app_token = app_token
@@ -73,6 +79,9 @@ class SlackServer:
         web_app.router.add_get("/healthz", self._healthz)
         if not self.socket_mode:
             web_app.router.add_post("/slack/events", self._slack_events)
+        if self.unsubscribes is not None:
+            web_app.router.add_get("/unsubscribe/{token}", self._unsubscribe_page)
+            web_app.router.add_post("/unsubscribe/{token}", self._unsubscribe)
         self._runner = web.AppRunner(web_app, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port)
@@ -80,6 +89,7 @@ class SlackServer:
         host, port = self._runner.addresses[0][:2]
         self.url = f"http://{host}:{port}"
         routes = "GET /healthz" if self.socket_mode else "POST /slack/events, GET /healthz"
+        routes += ", /unsubscribe/<token>" if self.unsubscribes is not None else ""
         log.info("listening on %s (%s)", self.url, routes)
 
     async def stop(self) -> None:
@@ -98,3 +108,36 @@ class SlackServer:
         if not await self.healthy():
             return web.json_response({"ok": False, "database": "unreachable"}, status=503)
         return web.json_response({"ok": True})
+
+    async def _unsubscribe_page(self, request: web.Request) -> web.Response:
+        """GET: a page with one confirm button. Link scanners follow links: nothing changes here."""
+        assert self.unsubscribes is not None
+        found = await self.unsubscribes.find(request.match_info["token"])
+        if found is None:
+            return _page(pages.unknown_link(), status=404)
+        if await self.unsubscribes.suppression(found) is not None:
+            return _page(pages.already_unsubscribed(found.recipient))
+        return _page(pages.confirm(found.recipient))
+
+    async def _unsubscribe(self, request: web.Request) -> web.Response:
+        """POST (the confirm button, or a mail client's RFC 8058 one-click POST): unsubscribe at once, no login."""
+        assert self.unsubscribes is not None
+        done = await self.unsubscribes.unsubscribe(request.match_info["token"], via="link")
+        if done is None:
+            return _page(pages.unknown_link(), status=404)
+        return _page(pages.unsubscribed(done.recipient))
+
+
+def _page(html: str, *, status: int = 200) -> web.Response:
+    return web.Response(
+        text=html,
+        status=status,
+        content_type="text/html",
+        headers={
+            "Cache-Control": "no-store",
+            "Referrer-Policy": "no-referrer",  # the token is in the URL
+            "X-Robots-Tag": "noindex",
+            "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; "
+            "frame-ancestors 'none'",
+        },
+    )

@@ -21,9 +21,9 @@ from models.tables import (
     InboundMessage,
     LimitRequest,
     OtpChallenge,
-    SentMessage,
     SentRecipient,
     Suppression,
+    UnsubscribeToken,
     VerificationStep,
 )
 
@@ -32,11 +32,11 @@ __all__ = [
     "GatewayCredential",
     "InboundMessage",
     "OtpChallenge",
-    "SentMessage",
     "SentRecipient",
     "StepName",
     "StepStatus",
     "Suppression",
+    "UnsubscribeToken",
     "VerificationStep",
     "Base",
     "Database",
