@@ -7,10 +7,10 @@ Create Date: 2026-11-27 15:00:00
 The limits now count recipients in `sent_recipients` instead of messages in `sent_messages`. So that an upgrade does
 not hand out a fresh day of sending, every message of the last 24 hours that has no rows in `sent_recipients` yet
 is carried over as one row per recipient it had (its `recipients` column), at the time it was sent, with an empty
-recipient (such rows only count). Messages relayed by the 0006 code already have their rows (written after the
-relay: from the first `sent_recipients` row on); those still `reserved` (in flight, or left by a crash) never got
-any, so they are carried over too. At worst the first message the 0006 code sent is counted twice for a day: the
-safe side. The 24 hours are the real clock's at upgrade time.
+recipient (such rows only count). Messages relayed by the 0006 code already have their rows, written just after
+the relay: a sent message finding that many rows of its identity within RECORD_DELAY after it is not carried (so
+nothing counts twice); messages still `reserved` (in flight, or left by a crash) never got any and are carried.
+The 24 hours are the real clock's at upgrade time.
 
 Downgrading rebuilds `sent_messages` from the last day of `sent_recipients`, one message per recipient (the old
 code then counts at least as much as was sent).
@@ -47,18 +47,14 @@ _sent_recipients = sa.table(
     sa.column("sent_at", _WHEN),
 )
 _identities = sa.table("identities", sa.column("id", sa.Integer), sa.column("team_id", sa.String))
+# The 0006 code writes a message's recipient rows after relaying it, within one SMTP session's deadline (at most 60 s).
+RECORD_DELAY = timedelta(minutes=5)
 
 
 def _carry_over_last_day() -> None:
     connection = op.get_bind()
     since = datetime.now(UTC) - timedelta(days=1)
-    first_recorded = connection.execute(sa.select(sa.func.min(_sent_recipients.c.sent_at))).scalar()
-    not_recorded = _sent_messages.c.state == "reserved"
-    if first_recorded is not None:
-        not_recorded = sa.or_(not_recorded, _sent_messages.c.sent_at < first_recorded)
-    else:
-        not_recorded = sa.true()
-    rows = connection.execute(
+    messages = connection.execute(
         sa.select(
             _sent_messages.c.identity_id,
             _identities.c.team_id,
@@ -67,22 +63,44 @@ def _carry_over_last_day() -> None:
             _sent_messages.c.state,
         )
         .join(_identities, _identities.c.id == _sent_messages.c.identity_id)
-        .where(_sent_messages.c.sent_at > since, not_recorded)
+        .where(_sent_messages.c.sent_at > since)
+        .order_by(_sent_messages.c.sent_at)
     ).all()
-    placeholders = [
-        {
-            "identity_id": identity_id,
-            "team_id": team_id,
-            "recipient": "",
-            "recipient_key": "",
-            "state": state,
-            "sent_at": sent_at,
-        }
-        for identity_id, team_id, sent_at, recipients, state in rows
-        for _ in range(max(1, int(recipients or 1)))
-    ]
+    recorded: dict[int, list[datetime]] = {}
+    for identity_id, sent_at in connection.execute(
+        sa.select(_sent_recipients.c.identity_id, _sent_recipients.c.sent_at)
+        .where(_sent_recipients.c.sent_at > since)
+        .order_by(_sent_recipients.c.sent_at)
+    ).all():
+        recorded.setdefault(identity_id, []).append(sent_at)
+    placeholders = []
+    for identity_id, team_id, sent_at, recipients, state in messages:
+        count = max(1, int(recipients or 1))
+        if state == "sent" and _claim(recorded.get(identity_id, []), sent_at, count):
+            continue  # relayed by the 0006 code: its recipients are already counted
+        placeholders += [
+            {
+                "identity_id": identity_id,
+                "team_id": team_id,
+                "recipient": "",
+                "recipient_key": "",
+                "state": state,
+                "sent_at": sent_at,
+            }
+        ] * count
     if placeholders:
         connection.execute(sa.insert(_sent_recipients), placeholders)
+
+
+def _claim(recorded: list[datetime], sent_at: datetime, count: int) -> bool:
+    """Take `count` recipient rows written within RECORD_DELAY after a message's slot was taken (the 0006 code
+    records them once the relay is done); False, taking none, when there are not that many."""
+    found = [i for i, at in enumerate(recorded) if sent_at <= at <= sent_at + RECORD_DELAY][:count]
+    if len(found) < count:
+        return False
+    for i in reversed(found):
+        del recorded[i]
+    return True
 
 
 def upgrade() -> None:
