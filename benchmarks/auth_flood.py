@@ -4,15 +4,19 @@
 
 Runs the whole bot in this process (HTTP mode, the local Slack emulator in place of slack.com, SQLite in a temporary
 directory) and measures the ack time of a signed `/identity help` slash command, one every `--interval` seconds:
-first idle (the baseline, in the same run), then while a separate client process sends bursts of 200 wrong AUTHs
+idle (the baseline: 100 probes before every burst, so it shares the machine's load of the moment) and while a
+separate client process sends bursts of 200 wrong AUTHs
 from 20 concurrent connections (the gateway cuts a connection after 3 AUTHs, so each connection's worker reconnects)
-at a real credential's username; the probes of `--bursts` bursts are pooled. Three floods:
+at a real credential's username; the probes of all bursts of a row are pooled. The floods:
 
-- keyed: the credential is stored as the keyed hash (HMAC-SHA-256), as every credential is now;
-- scrypt, as before: every AUTH checked with scrypt (16 MiB, ~35 ms), unbounded in the thread pool, as the gateway
-  did before (reproduced here by a subclass of the credential check);
-- legacy row: the credential still holds a scrypt hash from before the keyed hash (until its next good login);
-  wrong AUTHs against it run scrypt, but one at a time.
+- as shipped: the keyed hash (HMAC-SHA-256) and a refused AUTH answered after AUTH_FAILURE_DELAY (1 s), so each
+  connection tries at most one password a second;
+- keyed hash without the pause: what the hash alone does (each wrong AUTH still costs a database lookup and SMTP
+  handling, ~1-3 ms of the event loop);
+- scrypt, as before: every AUTH checked with scrypt (16 MiB, ~35 ms), unbounded in the thread pool, no pause, as
+  the gateway did before (reproduced by a subclass of the credential check);
+- legacy row: as shipped, aimed at a credential that still holds a scrypt hash from before (until its next good
+  login): wrong AUTHs against it run scrypt, one at a time, after the pause.
 """
 
 from __future__ import annotations
@@ -171,25 +175,31 @@ async def measure(runtime: Runtime, fake: FakeSlack, bursts: int, interval: floa
     for _ in range(20):  # warm up: connections, caches
         await ack()
     rows: list[tuple[str, dict[str, float], str]] = []
-    idle = await probe_while(ack, lambda: False, interval, least=300)
-    rows.append(("idle (baseline)", summary(idle), ""))
+    idle: list[float] = []
 
     loop = asyncio.get_running_loop()
+    handler = runtime.gateway.handler
+    shipped_pause = handler.auth_failure_delay
     with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
         await loop.run_in_executor(pool, flood, runtime.gateway.port, issued.username, 1)  # start the worker up
         keyed = submission.credentials
-        variants = [("keyed hash", keyed, bursts), ("scrypt, as before", ScryptAsBefore(runtime.db, keyed.box), 1)]
-        for label, credentials, n in variants:
-            submission.credentials = credentials
-            rows.append(await flooded(label, pool, runtime, issued.username, n, ack, interval))
-        submission.credentials = keyed
+        variants = [
+            ("as shipped", keyed, shipped_pause, max(1, bursts // 3)),
+            ("keyed, no pause", keyed, 0.0, bursts),
+            ("scrypt, as before", ScryptAsBefore(runtime.db, keyed.box), 0.0, 1),
+        ]
+        for label, credentials, pause, n in variants:
+            submission.credentials, handler.auth_failure_delay = credentials, pause
+            rows.append(await flooded(label, pool, runtime, issued.username, n, ack, interval, idle))
+        submission.credentials, handler.auth_failure_delay = keyed, shipped_pause
         async with runtime.db.transaction() as session:
             await session.execute(
                 update(GatewayCredential)
                 .where(GatewayCredential.username == issued.username)
                 .values(password_hash=hash_password(issued.password))
             )
-        rows.append(await flooded("legacy scrypt row", pool, runtime, issued.username, 1, ack, interval))
+        rows.append(await flooded("legacy scrypt row", pool, runtime, issued.username, 1, ack, interval, idle))
+    rows.insert(0, ("idle (baseline)", summary(idle), ""))
     await slack.close()
     print(
         f"\nSlack ack (signed /identity help over HTTP, one every {interval * 1000:.0f} ms) during bursts of 200 wrong"
@@ -212,24 +222,29 @@ async def flooded(
     bursts: int,
     ack: Callable[[], Awaitable[float]],
     interval: float,
+    idle: list[float],
 ) -> tuple[str, dict[str, float], str]:
-    """`bursts` bursts of 200 wrong AUTHs, one after the other, probing while each lasts; the probes pooled."""
+    """`bursts` bursts of 200 wrong AUTHs, one after the other, probing while each lasts (the probes pooled), and
+    100 idle probes before each (added to `idle`)."""
     loop = asyncio.get_running_loop()
     latencies: list[float] = []
     attempts = 0
     seconds = 0.0
     for _ in range(bursts):
+        idle += await probe_while(ack, lambda: False, interval, least=100)
         work = loop.run_in_executor(pool, flood, runtime.gateway.port, username, 1)
         latencies += await probe_while(ack, lambda: not work.done(), interval)  # noqa: B023 - awaited right here
         done, took = await work
         attempts, seconds = attempts + done, seconds + took
-        await asyncio.sleep(0.2)  # let the gateway settle between bursts
+        await asyncio.sleep(0.5)  # let the gateway settle between bursts
     return label, summary(latencies), f"{attempts:>6} {attempts / seconds:>7.0f}"
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
-    parser.add_argument("--bursts", type=int, default=10, help="bursts of 200 wrong AUTHs for the keyed-hash flood")
+    parser.add_argument(
+        "--bursts", type=int, default=9, help="bursts of 200 wrong AUTHs without the pause (a third with)"
+    )
     parser.add_argument("--interval", type=float, default=0.02, help="seconds between two ack probes")
     args = parser.parse_args(argv)
     asyncio.run(run(args.bursts, args.interval))

@@ -70,6 +70,7 @@ async def start_rig(
     relay = RecordingRelay()
     clock = Clock()
     submission = make_submission(db, relay, clock=clock, **(submission_kwargs or {}))  # type: ignore[arg-type]
+    gateway_kwargs.setdefault("auth_failure_delay", 0)  # tests/test_gateway_credentials.py covers the pause
     gateway = SubmissionGateway(submission, **gateway_kwargs)  # type: ignore[arg-type]
     await gateway.start("127.0.0.1", 0)
     return Rig(db, gateway, relay, clock, identity, credential, credentials)

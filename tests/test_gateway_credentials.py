@@ -16,7 +16,7 @@ from bot.cli import main as cli_main
 from bot.services.errors import NotFound
 from bot.services.gateway.credentials import GatewayCredentials, hash_password, verify_password
 from bot.services.secrets import SecretBox
-from bot.smtp.gateway import MAX_AUTH_ATTEMPTS, SubmissionGateway
+from bot.smtp.gateway import AUTH_FAILURE_DELAY, MAX_AUTH_ATTEMPTS, SubmissionGateway
 from models import AuditEvent, Database, GatewayCredential
 from tests.gateway_helpers import TEST_SECRET_KEY, RecordingRelay, make_identity, make_submission, secret_box
 
@@ -106,24 +106,38 @@ async def test_after_a_key_rotation_credentials_still_work_and_move_to_the_new_k
     )
 
 
-async def test_a_wrong_auth_counts_towards_the_cut_off(db: Database) -> None:
+async def test_a_wrong_auth_is_answered_after_a_pause_and_counts_towards_the_cut_off(db: Database) -> None:
     await make_identity(db, SENDER)
     credentials = GatewayCredentials(db, secret_box())
     issued = await credentials.issue(SENDER)
     gateway = SubmissionGateway(make_submission(db, RecordingRelay()))
+    assert gateway.handler.auth_failure_delay == AUTH_FAILURE_DELAY == 1.0
+    pauses: list[str] = []
+
+    async def pause() -> None:  # the real one sleeps AUTH_FAILURE_DELAY; here it only records
+        pauses.append("pause")
+
+    gateway.handler.refused_auth_pause = pause  # type: ignore[method-assign]
     await gateway.start("127.0.0.1", 0)
     client = aiosmtplib.SMTP(hostname="127.0.0.1", port=gateway.port, start_tls=False, timeout=10)
     try:
         await client.connect()
         await client.ehlo()
-        for _ in range(MAX_AUTH_ATTEMPTS):  # one AUTH command each
+        for n in range(MAX_AUTH_ATTEMPTS):  # one AUTH command each
             with pytest.raises(aiosmtplib.SMTPAuthenticationError) as refused:
                 await client.auth_plain(issued.username, "wrong")
-            assert refused.value.code == 535
+            assert refused.value.code == 535 and len(pauses) == n + 1
         # The next AUTH on this connection - even with the right password - is refused and the connection ends.
         with pytest.raises(aiosmtplib.SMTPAuthenticationError) as cut:
             await client.auth_plain(issued.username, issued.password)
         assert cut.value.code == 421
+        # A right password on a new connection is answered at once.
+        fresh = aiosmtplib.SMTP(hostname="127.0.0.1", port=gateway.port, start_tls=False, timeout=10)
+        await fresh.connect()
+        await fresh.ehlo()
+        assert (await fresh.auth_plain(issued.username, issued.password)).code == 235
+        fresh.close()
+        assert len(pauses) == MAX_AUTH_ATTEMPTS
     finally:
         client.close()
         await gateway.stop()

@@ -73,12 +73,12 @@ def delivery_report(
     )
     report.attach(people)
 
-    status = Message()
+    status = EmailMessage()
     status["Content-Type"] = "message/delivery-status"
     per_message = Message()
     per_message["Reporting-MTA"] = f"dns; {reporting_host}"
     per_message["Arrival-Date"] = format_datetime(arrival)
-    blocks = [per_message]
+    blocks: list[Message | str] = [per_message]
     for failure in failures:
         block = Message()
         block["Final-Recipient"] = f"rfc822; {_line(failure.recipient)}"
@@ -89,7 +89,7 @@ def delivery_report(
     status.set_payload(blocks)
     report.attach(status)
 
-    returned = Message()
+    returned = EmailMessage()
     returned["Content-Type"] = "text/rfc822-headers"
     text = original_headers[:MAX_RETURNED_HEADERS].decode("ascii", "replace")
     returned.set_payload(_NOT_HEADER_TEXT.sub("?", text))
