@@ -10,7 +10,7 @@ from pathlib import Path
 import aiosmtplib
 import pytest
 from cryptography.fernet import Fernet
-from sqlalchemy import select, update
+from sqlalchemy import event, select, update
 
 from bot.cli import main as cli_main
 from bot.services.errors import NotFound
@@ -172,3 +172,31 @@ async def test_credentials_cli_prints_username_and_password_once(
     assert await asyncio.to_thread(issue_credentials_cli, "nobody@acme.example.com") == 1
     captured = capsys.readouterr()
     assert captured.out == "" and len(captured.err.strip().splitlines()) == 1 and "nobody@" in captured.err
+
+
+async def test_wrong_auths_are_refused_from_memory_but_a_revocation_counts_at_once(db: Database) -> None:
+    identity = await make_identity(db, SENDER)
+    gateway_process = GatewayCredentials(db, secret_box())
+    cli_process = GatewayCredentials(db, secret_box())  # another process: its own memory
+    issued = await cli_process.issue(SENDER)
+    statements: list[str] = []
+
+    def count(conn: object, cursor: object, statement: str, *args: object) -> None:
+        if "gateway_credentials" in statement:
+            statements.append(statement)
+
+    event.listen(db.engine.sync_engine, "before_cursor_execute", count)
+    try:
+        assert await gateway_process.authenticate(issued.username, "wrong") is None
+        assert len(statements) == 1
+        for _ in range(5):  # the flood: no more queries
+            assert await gateway_process.authenticate(issued.username, "wrong") is None
+            assert await gateway_process.authenticate("nobody-000000", "wrong") is None
+        assert len(statements) == 2  # the unknown username was looked up once too
+        assert await gateway_process.authenticate(issued.username, issued.password) == identity.id
+        assert len(statements) == 3, "an acceptance always reads the database"
+
+        await cli_process.revoke(issued.username)
+        assert await gateway_process.authenticate(issued.username, issued.password) is None, "revoked: at once"
+    finally:
+        event.remove(db.engine.sync_engine, "before_cursor_execute", count)

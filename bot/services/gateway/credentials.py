@@ -21,6 +21,7 @@ import hashlib
 import hmac
 import logging
 import secrets
+import time
 from dataclasses import dataclass, field
 
 from sqlalchemy import func, select, update
@@ -36,6 +37,9 @@ log = logging.getLogger(__name__)
 
 HMAC_SCHEME = "hmac-sha256"
 _PURPOSE = "gateway-credential"
+# How long, and for how many usernames, what was read about a credential may refuse a wrong AUTH without the database.
+REFUSAL_CACHE_SECONDS = 60.0
+REFUSAL_CACHE_SIZE = 10_000
 # Legacy hashes: scrypt n=2^14, r=8 (16 MiB, ~35 ms).
 SCRYPT_N = 2**14
 SCRYPT_R = 8
@@ -87,6 +91,8 @@ class GatewayCredentials:
         self.box = box
         # Legacy scrypt checks run one at a time: AUTHs against not-yet-upgraded credentials occupy one thread at most.
         self._legacy_checks = asyncio.Semaphore(1)
+        # username -> (stored keyed hash, or None for no such / a revoked credential; when it was read)
+        self._recent: dict[str, tuple[str | None, float]] = {}
 
     def _keyed_hash(self, username: str, password: str) -> str:
         return f"{HMAC_SCHEME}${self.box.mac(_PURPOSE, username, password)}"
@@ -150,8 +156,12 @@ class GatewayCredentials:
     async def authenticate(self, username: str, password: str) -> int | None:
         """The identity id the credential belongs to, or None (unknown user, revoked, wrong password).
 
-        The keyed hash takes microseconds and is computed whether or not the username exists, so neither CPU nor
-        timing rewards guessing. A legacy scrypt hash is checked in a worker thread, one at a time."""
+        The keyed hash takes microseconds. A wrong password for a username looked up in the last REFUSAL_CACHE_SECONDS
+        is refused from memory (see `_refused_from_memory`); every acceptance reads the database, so a revocation
+        counts at once. A legacy scrypt hash is checked in a worker thread, one at a time."""
+        candidates = self.box.macs(_PURPOSE, username, password)
+        if self._refused_from_memory(username, candidates):
+            return None
         # Core on a plain connection rather than an ORM session: a fraction of the CPU, on a path anyone can call.
         async with self.db.engine.connect() as connection:
             row = (
@@ -164,11 +174,12 @@ class GatewayCredentials:
                     ).where(GatewayCredential.username == username)
                 )
             ).one_or_none()
-        candidates = self.box.macs(_PURPOSE, username, password)
         if row is None or row.revoked_at is not None:
+            self._remember(username, None)
             return None
         scheme, _, stored = str(row.password_hash).partition("$")
         if scheme == HMAC_SCHEME:
+            self._remember(username, stored)
             matches = [i for i, mac in enumerate(candidates) if hmac.compare_digest(mac, stored)]
             if not matches:
                 return None
@@ -184,6 +195,23 @@ class GatewayCredentials:
             log.info("gateway credential %s moved from scrypt to the keyed hash", username)
             return int(row.identity_id)
         return None
+
+    def _refused_from_memory(self, username: str, candidates: list[str]) -> bool:
+        """True when what this process read about `username` moments ago already proves the AUTH wrong: no such
+        (or a revoked) credential, or a keyed hash none of the candidates matches. A stored keyed hash only ever
+        changes to another hash of the same password (re-keying), so a mismatch is final; a match is never trusted
+        from memory. A flood of wrong AUTHs then costs no database query."""
+        known = self._recent.get(username)
+        if known is None or time.monotonic() - known[1] > REFUSAL_CACHE_SECONDS:
+            return False
+        stored = known[0]
+        return stored is None or not any(hmac.compare_digest(mac, stored) for mac in candidates)
+
+    def _remember(self, username: str, stored: str | None) -> None:
+        self._recent.pop(username, None)
+        self._recent[username] = (stored, time.monotonic())
+        while len(self._recent) > REFUSAL_CACHE_SIZE:
+            self._recent.pop(next(iter(self._recent)))  # the oldest
 
     async def _store_hash(self, credential_id: int, username: str, password: str) -> None:
         async with self.db.transaction() as session:

@@ -49,28 +49,34 @@ class Unsubscribes:
         wanted = {r: address_key(r)[:320] for r in recipients}
         if not wanted:
             return {}
-        insert = dialect_insert(self.db)
-        async with self.db.transaction() as session:
-            for recipient, key in wanted.items():
-                await session.execute(
-                    insert(UnsubscribeToken)
-                    .values(
-                        token=new_unsubscribe_token(),
-                        team_id=team_id,
-                        recipient=recipient[:320],
-                        recipient_key=key,
-                        created_at=utcnow(),
+        by_key = await self._existing(team_id, set(wanted.values()))
+        missing = {key: recipient for recipient, key in wanted.items() if key not in by_key}
+        if missing:  # a write only for recipients the team never mailed before
+            insert = dialect_insert(self.db)
+            async with self.db.transaction() as session:
+                for key, recipient in missing.items():
+                    await session.execute(
+                        insert(UnsubscribeToken)
+                        .values(
+                            token=new_unsubscribe_token(),
+                            team_id=team_id,
+                            recipient=recipient[:320],
+                            recipient_key=key,
+                            created_at=utcnow(),
+                        )
+                        .on_conflict_do_nothing(index_elements=["team_id", "recipient_key"])
                     )
-                    .on_conflict_do_nothing(index_elements=["team_id", "recipient_key"])
-                )
+            by_key = await self._existing(team_id, set(wanted.values()))
+        return {recipient: by_key[key] for recipient, key in wanted.items()}
+
+    async def _existing(self, team_id: str, keys: set[str]) -> dict[str, str]:
+        async with self.db.session() as session:
             rows = await session.execute(
                 select(UnsubscribeToken.recipient_key, UnsubscribeToken.token).where(
-                    UnsubscribeToken.team_id == team_id,
-                    UnsubscribeToken.recipient_key.in_(set(wanted.values())),
+                    UnsubscribeToken.team_id == team_id, UnsubscribeToken.recipient_key.in_(keys)
                 )
             )
-            by_key = {key: token for key, token in rows.all()}
-        return {recipient: by_key[key] for recipient, key in wanted.items()}
+            return {key: token for key, token in rows.all()}
 
     async def find(self, token: str) -> UnsubscribeToken | None:
         """The token's record, or None for anything that is not one of ours."""
