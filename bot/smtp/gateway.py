@@ -196,19 +196,14 @@ class GatewayHandler:
         return self._reply(result)
 
     def _reply(self, result: Submitted) -> str:
-        replies = {
-            Outcome.RELAYED: self.RELAYED,
-            Outcome.NO_FROM: self.NO_FROM,
-            Outcome.UNREADABLE: self.UNREADABLE,
-            Outcome.RELAY_FAILED: self.RELAY_FAILED,
-        }
         if result.outcome == Outcome.HEADER_NOT_AUTHORIZED:
             return self.header_not_authorized(result.author or "")
         if result.outcome == Outcome.PARTLY_RELAYED:
             return self.partly_relayed(result)
         if result.outcome == Outcome.REFUSED:
             return self.refused(result)
-        return replies[result.outcome]
+        fixed = {Outcome.RELAYED: self.RELAYED, Outcome.NO_FROM: self.NO_FROM, Outcome.UNREADABLE: self.UNREADABLE}
+        return fixed.get(result.outcome, self.RELAY_FAILED)
 
     # --- transactions that end without DATA give their slots back ---
 
