@@ -24,6 +24,7 @@ run: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/gateway.py
+	$(BIN)/python benchmarks/auth_flood.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check bot handlers models tests

@@ -2,13 +2,14 @@
 
     python benchmarks/gateway.py [--messages N] [--connections K] [--per-connection M] [--database-url URL]
 
-Starts a gateway on loopback with a relay that accepts at once (no network), and sends N messages from K concurrent
-connections in a separate client process, each connection authenticating once and sending M messages. An identity
-may send at most 250 a day (a schema constraint), so the load is spread over several identities with limits of
-250/250 and at most 240 messages each: nothing is refused, and the difference between the two runs is the cost of
-the check (a locked count + insert per message, and the confirm afterwards). Measures SQLite by default; pass a
-PostgreSQL URL of a SCRATCH database to measure that (identities it creates are deleted at the end, the audit
-events of their credentials stay, as audit events do).
+Starts a gateway on loopback with a relay that accepts at once (no network), and sends N messages (one recipient
+each) from K concurrent connections in a separate client process, each connection authenticating once and sending M
+messages. An identity may send at most 250 emails a day (a schema constraint), so the load is spread over several
+identities with limits of 250/250 and at most 240 messages each: nothing is refused, and the difference between the
+two runs is the cost of the check (a locked count + insert per recipient at RCPT, and the settle after the relay).
+Platform mail is not signed here (no DKIM key): the signing cost is measured apart (README). Measures SQLite by
+default; pass a PostgreSQL URL of a SCRATCH database to measure that (identities it creates are deleted at the end,
+the audit events of their credentials stay, as audit events do).
 """
 
 from __future__ import annotations
@@ -21,17 +22,21 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
-from email.message import EmailMessage
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from cryptography.fernet import Fernet  # noqa: E402
 from sqlalchemy import delete  # noqa: E402
 
-from bot.services.gateway import GatewayCredentials, Submission  # noqa: E402
-from bot.services.gateway.window import LimitDecision, SendingLimits  # noqa: E402
+from bot.mail.copies import Copy, CopyResult, CopyStatus  # noqa: E402
+from bot.mail.domains import PlatformDomains  # noqa: E402
+from bot.services.gateway import Dispatcher, GatewayCredentials, Submission, Unsubscribes  # noqa: E402
+from bot.services.gateway.window import Delivered, LimitDecision, SendingLimits  # noqa: E402
+from bot.services.secrets import SecretBox  # noqa: E402
 from bot.smtp.gateway import SubmissionGateway  # noqa: E402
 from models import Database, Identity, IdentityKind, IdentityStatus  # noqa: E402
 
@@ -39,16 +44,16 @@ PER_IDENTITY = 240
 RECIPIENT = "lead@customer.example.org"
 
 
-class NoLimits(SendingLimits):
-    """The same gateway with the check off: every message is allowed and nothing is written."""
+BOX = SecretBox([Fernet.generate_key().decode()])
 
-    async def reserve(self, identity_id: int, *, recipients: int = 1) -> LimitDecision:
+
+class NoLimits(SendingLimits):
+    """The same gateway with the check off: every recipient is allowed and nothing is written."""
+
+    async def reserve(self, identity: Identity, recipient: str) -> LimitDecision:
         return LimitDecision(True, 0, None, None, None, 0, 0)
 
-    async def confirm(self, reservation_id: int) -> None:
-        return None
-
-    async def release(self, reservation_id: int) -> None:
+    async def settle(self, delivered: Sequence[Delivered], released: Sequence[int]) -> None:
         return None
 
 
@@ -69,8 +74,8 @@ class LoadResult:
     seconds: float
 
 
-async def _accept(identity: Identity, message: EmailMessage, mail_from: str, rcpt_tos: list[str]) -> None:
-    return None
+async def _accept(identity: Identity, copies: list[Copy]) -> list[CopyResult]:
+    return [CopyResult(c.recipient, CopyStatus.ACCEPTED, 250) for c in copies]
 
 
 def _message(sender: str, i: int) -> bytes:
@@ -113,7 +118,7 @@ def run_load(port: int, jobs: list[Job], connections: int) -> LoadResult:
 
 async def make_jobs(db: Database, messages: int, per_connection: int) -> tuple[list[Job], list[int]]:
     """Fresh identities (limits 250/250, at most PER_IDENTITY messages each) with a credential each."""
-    credentials = GatewayCredentials(db)
+    credentials = GatewayCredentials(db, BOX)
     jobs: list[Job] = []
     identity_ids: list[int] = []
     tag = uuid.uuid4().hex[:8]
@@ -151,7 +156,9 @@ async def make_jobs(db: Database, messages: int, per_connection: int) -> tuple[l
 async def measure(db: Database, *, check: bool, messages: int, connections: int, per_connection: int) -> LoadResult:
     jobs, identity_ids = await make_jobs(db, messages, per_connection)
     limits = SendingLimits(db) if check else NoLimits(db)
-    gateway = SubmissionGateway(Submission(db, GatewayCredentials(db), limits, _accept))
+    domains = PlatformDomains("platform.example.com", "platform.example.com")
+    dispatcher = Dispatcher(_accept, domains, unsubscribes=Unsubscribes(db))
+    gateway = SubmissionGateway(Submission(db, GatewayCredentials(db, BOX), limits, dispatcher))
     await gateway.start("127.0.0.1", 0)
     try:
         loop = asyncio.get_running_loop()

@@ -29,9 +29,19 @@ from bot.jobs import Jobs
 from bot.logs import library_logger, quiet_libraries
 from bot.mail import oauth
 from bot.mail.delivery import Delivery, InboundAddress
+from bot.mail.dkim import DkimKeyError, DkimSigner
 from bot.mail.domains import PlatformDomains
 from bot.mail.outbound import MailSender, SmtpServer
-from bot.services.gateway import GatewayCredentials, IdentityRelay, IssuedCredential, SendingLimits, Submission
+from bot.services.gateway import (
+    DeliveryReports,
+    Dispatcher,
+    GatewayCredentials,
+    IdentityRelay,
+    IssuedCredential,
+    SendingLimits,
+    Submission,
+    Unsubscribes,
+)
 from bot.services.identities import IdentityService
 from bot.services.identities.grants import MailboxGrants
 from bot.services.identities.sign_in import MailboxSignIn
@@ -45,7 +55,7 @@ from bot.services.secrets import KeyMismatch, SecretBox, check_key, load_or_crea
 from bot.services.verification import OtpChallenges, VerificationService
 from bot.smtp.gateway import SubmissionGateway
 from bot.smtp.inbound import InboundServer
-from bot.web import SlackServer, check_tokens, sign_in_routes
+from bot.web import SlackServer, check_tokens, sign_in_routes, unsubscribe_routes
 from handlers.managers import SlackManagerDirectory
 from handlers.notifier import SlackNotifier
 from models import Database
@@ -92,6 +102,21 @@ def domains_of(settings: Settings) -> PlatformDomains:
     return PlatformDomains(settings.platform_domain, settings.tracking_domain)
 
 
+def dkim_signer(settings: Settings) -> DkimSigner:
+    return DkimSigner(
+        domain=settings.platform_domain,
+        selector=settings.dkim_selector,
+        key_file=settings.dkim_private_key,
+        data_dir=settings.data_dir,
+    )
+
+
+def signing_key_error(exc: DkimKeyError, settings: Settings) -> ConfigError:
+    """A DKIM key that can't be used stops start-up naming the variable to fix."""
+    variable = "DKIM_PRIVATE_KEY" if settings.dkim_private_key is not None else "DATA_DIR"
+    return ConfigError(variable, str(exc).removeprefix("DKIM_PRIVATE_KEY: "))
+
+
 def relay_of(settings: Settings) -> SmtpServer | None:
     r = settings.relay
     return None if r is None else SmtpServer(r.host, r.port, r.security, r.username, r.password)
@@ -120,6 +145,8 @@ class Core:
     store: InboundStore
     submission: Submission
     oauth_http: oauth.OAuthHttp
+    unsubscribes: Unsubscribes
+    signer: DkimSigner
 
 
 def build_core(
@@ -153,7 +180,7 @@ def build_core(
         tracking_timeout=s.tracking_timeout,
     )
     window = SendingLimits(db)
-    credentials = GatewayCredentials(db)
+    credentials = GatewayCredentials(db, secrets)
     services = Services(
         domains=domains,
         policy=policy,
@@ -165,10 +192,25 @@ def build_core(
         sign_in=MailboxSignIn(db, secrets, grants, notifier, public_url=s.public_url),
         replay=ReplayGuard(db),
     )
-    incoming = IncomingMail(db, domains, on_tokens=verification.on_tokens, forward=LeadForwarder(delivery, domains))
-    store = InboundStore(db, domains, on_stored=incoming.process)
-    submission = Submission(db, credentials, window, IdentityRelay(delivery, identities))
-    return Core(services, secrets, delivery, incoming, store, submission, oauth_http)
+    unsubscribes = Unsubscribes(db)
+    incoming = IncomingMail(
+        db,
+        domains,
+        on_tokens=verification.on_tokens,
+        forward=LeadForwarder(delivery, domains),
+        unsubscribes=unsubscribes,
+    )
+    store = InboundStore(db, domains, on_stored=incoming.process, unsubscribes=unsubscribes)
+    signer = dkim_signer(s)
+    dispatcher = Dispatcher(
+        IdentityRelay(delivery, identities),
+        domains,
+        unsubscribes=unsubscribes,
+        signer=signer,
+        public_url=s.public_url,
+    )
+    submission = Submission(db, credentials, window, dispatcher, reports=DeliveryReports(delivery, domains))
+    return Core(services, secrets, delivery, incoming, store, submission, oauth_http, unsubscribes, signer)
 
 
 @dataclass
@@ -186,6 +228,7 @@ class Runtime:
     slack: SlackServer = field(init=False)
     jobs: Jobs = field(init=False)
     oauth_http: oauth.OAuthHttp = field(init=False)
+    signer: DkimSigner = field(init=False)
 
     @property
     def http_url(self) -> str | None:
@@ -211,6 +254,7 @@ class Runtime:
         self.services = core.services
         self.oauth_http = core.oauth_http
         self.secrets = core.secrets
+        self.signer = core.signer
         self.inbound = InboundServer(core.store)
         tls = None
         if s.submission_tls is not None:
@@ -230,7 +274,7 @@ class Runtime:
             port=s.port,
             app_token=s.slack_app_token,
             healthy=self.db.ping,
-            routes=sign_in_routes(core.services.sign_in),
+            routes=sign_in_routes(core.services.sign_in) + unsubscribe_routes(core.unsubscribes),
         )
         handlers.register(self.app, self.services)
 
@@ -242,6 +286,11 @@ class Runtime:
         self.build()
         s = self.settings
         await check_tokens(self.app, s.slack_app_token)
+        if s.dkim_private_key is not None:  # a configured key must work now; a generated one is made on first use
+            try:
+                await asyncio.to_thread(self.signer.key)
+            except DkimKeyError as exc:
+                raise signing_key_error(exc, s) from None
         await self.db.upgrade()
         try:
             await check_key(self.db, self.secrets)
@@ -273,6 +322,8 @@ class Runtime:
             await self.slack.stop()
         if getattr(self, "oauth_http", None) is not None:
             await self.oauth_http.close()
+        if getattr(self, "signer", None) is not None:
+            self.signer.close()
         if getattr(self, "db", None) is not None:
             await self.db.dispose()
 
@@ -342,3 +393,15 @@ async def revoke_credentials(settings: Settings, username: str) -> bool:
     """`identity-bot credentials revoke <username>`. Raises NotFound."""
     async with offline(settings) as (_db, core):
         return await core.services.credentials.revoke(username, actor="cli")
+
+
+def dkim_record(settings: Settings) -> str:
+    """`identity-bot dkim record`: the DNS records to publish for platform mail (DKIM key, SPF, DMARC), as one
+    block. Creates the key in DATA_DIR if none is configured and none exists yet, so DNS can be published first."""
+    relay = settings.relay.host if settings.relay is not None else None
+    try:
+        return dkim_signer(settings).record_block(relay)
+    except DkimKeyError as exc:
+        raise signing_key_error(exc, settings) from None
+    except OSError as exc:
+        raise ConfigError("DATA_DIR", f"can't create the DKIM key there ({exc.strerror})") from None

@@ -1,4 +1,4 @@
-"""`identity-bot` command line: run, db upgrade, demo, secrets, credentials. Everything it builds comes from the
+"""`identity-bot` command line: run, db upgrade, demo, secrets, credentials, dkim. Everything it builds comes from the
 composition root (bot/app.py)."""
 
 from __future__ import annotations
@@ -33,6 +33,12 @@ def _parser() -> argparse.ArgumentParser:
         help="issue: a new username and password for an identity (shown once); revoke: disable a username",
     )
     cred.add_argument("target", help="the identity's email address (issue) or the username (revoke)")
+    dkim = sub.add_parser("dkim", help="DKIM signing of platform-domain mail")
+    dkim.add_argument(
+        "action",
+        choices=["record"],
+        help="record: print the DNS records to publish (DKIM key, SPF, DMARC); creates the key if there is none",
+    )
     return p
 
 
@@ -90,6 +96,12 @@ def main(argv: list[str] | None = None) -> int:
             settings = load_settings(require_slack=False)
             setup_logging(settings.log_level)
             return _credentials(settings, args.action, args.target)
+        elif args.command == "dkim":
+            settings = load_settings(require_slack=False)
+            setup_logging(settings.log_level)
+            from bot.app import dkim_record
+
+            sys.stdout.write(dkim_record(settings))
         elif args.command == "demo":
             from bot.sandbox.demo import run_demo
 

@@ -18,6 +18,8 @@ DEFAULT_PLATFORM_DOMAIN = "mail.connectplex.com"
 DEFAULT_SLACK_API_URL = "https://slack.com/api/"
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 _DOMAIN = re.compile(r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$")
+_LABELS = re.compile(r"^(?=.{1,63}$)[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*$")
+DEFAULT_DKIM_SELECTOR = "identitybot"
 
 
 class ConfigError(Exception):
@@ -84,6 +86,8 @@ class Settings:
     tracking_timeout: float
     smtp_timeout: float
     submission_tls: tuple[Path, Path] | None
+    dkim_selector: str
+    dkim_private_key: Path | None
     log_level: str
     public_url: str | None = None
     oauth_apps: tuple[OAuthAppSettings, ...] = ()
@@ -176,9 +180,34 @@ def load_settings(env: Mapping[str, str] | None = None, *, require_slack: bool =
         platform_domain=platform_domain,
         tracking_domain=_domain("TRACKING_DOMAIN", get("TRACKING_DOMAIN") or platform_domain),
         **_mail_settings(get),
+        **_signing_settings(get),
         log_level=level,
         **_sign_in_settings(get),
     )
+
+
+def _public_url(name: str, value: str) -> str:
+    parts = urlsplit(value.strip())
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(name, f"expected the bot's public base URL, e.g. https://bot.example.com, got {value!r}")
+    if parts.query or parts.fragment or parts.username or parts.password or not value.isascii():
+        raise ConfigError(name, "expected a plain http(s) URL without user, query or fragment")
+    try:
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+    except ValueError:
+        raise ConfigError(name, "the port is not a number") from None
+    return value.strip().rstrip("/")
+
+
+def _signing_settings(get: Env) -> dict[str, Any]:
+    selector = (get("DKIM_SELECTOR") or DEFAULT_DKIM_SELECTOR).strip().lower()
+    if not _LABELS.match(selector):
+        raise ConfigError("DKIM_SELECTOR", f"not a DNS label (letters, digits, hyphens): {selector!r}")
+    key = get("DKIM_PRIVATE_KEY")
+    key_path = Path(key).expanduser() if key else None
+    if key_path is not None and not key_path.is_file():
+        raise ConfigError("DKIM_PRIVATE_KEY", f"no such file: {key}")
+    return {"dkim_selector": selector, "dkim_private_key": key_path}
 
 
 def _slack_settings(get: Env, require_slack: bool) -> dict[str, Any]:
@@ -312,4 +341,4 @@ def _sign_in_settings(get: Env) -> dict[str, Any]:
         apps.append(
             OAuthAppSettings(provider, client_id.strip(), secret.strip(), authorize_url, token_url, jwks_url, smtp)
         )
-    return {"public_url": _url("PUBLIC_URL", public_url) if public_url else None, "oauth_apps": tuple(apps)}
+    return {"public_url": _public_url("PUBLIC_URL", public_url) if public_url else None, "oauth_apps": tuple(apps)}

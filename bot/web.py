@@ -1,5 +1,8 @@
 """Serving Slack: HTTP (`POST /slack/events`, and `GET /healthz` in both modes) and the Socket Mode connection, plus
-the start-up check that Slack accepts our tokens."""
+the start-up check that Slack accepts our tokens. The same HTTP server (in both modes) serves the browser's pages:
+the return from "Sign in with Microsoft / Google" (`/oauth/start`, `/oauth/callback`) and the one-click unsubscribe
+links of relayed mail (`GET /unsubscribe/<token>` shows a confirm button and changes nothing, `POST` unsubscribes,
+RFC 8058)."""
 
 from __future__ import annotations
 
@@ -13,6 +16,7 @@ from slack_sdk.errors import SlackApiError
 
 from bot import pages
 from bot.config import ConfigError
+from bot.services.gateway import Unsubscribes
 from bot.services.identities.sign_in import CALLBACK_PATH, START_PATH, MailboxSignIn, SignInRefused
 
 log = logging.getLogger(__name__)
@@ -107,8 +111,7 @@ class SlackServer:
 
 
 # The browser's side of "Sign in with Microsoft / Google": the modal's button opens /oauth/start, the provider sends
-# the browser back to /oauth/callback. Pages are never cached and send no Referer (the callback URL held a code).
-_NO_STORE = {"Cache-Control": "no-store", "Referrer-Policy": "no-referrer", "X-Content-Type-Options": "nosniff"}
+# the browser back to /oauth/callback.
 
 
 def sign_in_routes(sign_in: MailboxSignIn) -> list[web.RouteDef]:
@@ -130,6 +133,40 @@ def sign_in_routes(sign_in: MailboxSignIn) -> list[web.RouteDef]:
         return _page(200 if outcome.mailbox else 400, pages.signed_in(outcome))
 
     return [web.get(START_PATH, start), web.get(CALLBACK_PATH, callback)]
+
+
+# One-click unsubscribe (RFC 8058): the link in List-Unsubscribe. A GET only shows a confirm button (link scanners
+# follow links); the POST (that button, or a mail client's one-click POST) unsubscribes at once, no login.
+
+
+def unsubscribe_routes(unsubscribes: Unsubscribes) -> list[web.RouteDef]:
+    async def page(request: web.Request) -> web.StreamResponse:
+        found = await unsubscribes.find(request.match_info["token"])
+        if found is None:
+            return _page(404, pages.unknown_link())
+        if await unsubscribes.suppression(found) is not None:
+            return _page(200, pages.already_unsubscribed(found.recipient))
+        return _page(200, pages.confirm(found.recipient))
+
+    async def unsubscribe(request: web.Request) -> web.StreamResponse:
+        done = await unsubscribes.unsubscribe(request.match_info["token"], via="link")
+        if done is None:
+            return _page(404, pages.unknown_link())
+        return _page(200, pages.unsubscribed(done.recipient))
+
+    return [web.get(UNSUBSCRIBE_PATH, page), web.post(UNSUBSCRIBE_PATH, unsubscribe)]
+
+
+UNSUBSCRIBE_PATH = "/unsubscribe/{token}"
+# Pages are never cached and send no Referer (the sign-in callback URL held a code, an unsubscribe URL its token).
+_NO_STORE = {
+    "Cache-Control": "no-store",
+    "Referrer-Policy": "no-referrer",
+    "X-Content-Type-Options": "nosniff",
+    "X-Robots-Tag": "noindex",
+    "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; "
+    "frame-ancestors 'none'",
+}
 
 
 def _page(status: int, body: str) -> web.Response:

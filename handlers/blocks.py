@@ -33,8 +33,12 @@ def context(text: str) -> ContextBlock:
     return ContextBlock(elements=[MarkdownTextObject(text=text)])
 
 
+RECIPIENTS_HINT = "Emails (recipients): a message to three people counts three."
+
+
 def limits_text(hourly: int, daily: int) -> str:
-    return f"{hourly} per hour · {daily} per day"
+    """Limits count recipients: a message to three people is three emails."""
+    return f"{hourly} emails (recipients) per hour · {daily} per day"
 
 
 def loading_view(title: str) -> View:

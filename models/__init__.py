@@ -26,9 +26,9 @@ from models.tables import (
     OAuthSignIn,
     OtpChallenge,
     SeenRequest,
-    SentMessage,
     SentRecipient,
     Suppression,
+    UnsubscribeToken,
     VerificationStep,
 )
 
@@ -39,11 +39,11 @@ __all__ = [
     "KeyFingerprint",
     "OtpChallenge",
     "SeenRequest",
-    "SentMessage",
     "SentRecipient",
     "StepName",
     "StepStatus",
     "Suppression",
+    "UnsubscribeToken",
     "VerificationStep",
     "Base",
     "Database",

@@ -76,10 +76,10 @@ class SuppressionReason(enum.StrEnum):
 
 
 class SlotState(enum.StrEnum):
-    """A sending slot in the sliding window."""
+    """A sending slot in the sliding window: one recipient of one message."""
 
-    RESERVED = "reserved"  # counted from the moment it is taken; a crash mid-relay keeps it counted (the safe side)
-    SENT = "sent"
+    RESERVED = "reserved"  # taken at RCPT and counted from then on; a crash mid-relay keeps it counted (the safe side)
+    SENT = "sent"  # the upstream server accepted the message for this recipient
 
 
 class MailboxProvider(enum.StrEnum):

@@ -197,23 +197,13 @@ class Suppression(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
-class SentMessage(Base):
-    """One row per message the gateway relayed as an identity: the sliding-window log the limits count."""
-
-    __tablename__ = "sent_messages"
-    __table_args__ = (Index("ix_sent_messages_identity_sent_at", "identity_id", "sent_at"),)
-
-    id: Mapped[int] = mapped_column(primary_key=True)
-    identity_id: Mapped[int] = mapped_column(ForeignKey("identities.id", ondelete="CASCADE"))
-    sent_at: Mapped[datetime]
-    recipients: Mapped[int] = mapped_column(default=1)
-    # Reserved before relaying; removed if the relay fails before the server accepts the message.
-    state: Mapped[SlotState] = mapped_column(vocabulary(SlotState, "state"), default=SlotState.RESERVED)
-
-
 class SentRecipient(Base):
-    """One recipient of one message sent as an identity through the gateway: what bounces, complaints and unsubscribe
-    requests are matched against (a report acts only on mail the team really sent to that recipient).
+    """One recipient of one message sent as an identity through the gateway. It is both the sending slot the limits
+    count (one per recipient: taken `reserved` at RCPT, `sent` once the upstream server accepted that recipient,
+    deleted when it refused it or the relay failed) and what bounces, complaints and unsubscribe requests are matched
+    against (a report acts only on mail the team really sent to that recipient).
+
+    Rows carried over from the per-message log (migration 0007) have an empty recipient: they only count.
 
     `verp_token` is set when the platform relay sent it with the per-recipient return path
     bounces+<token>@<platform domain> (bot/mail/domains.py): a bounce arriving there names this row, whatever its
@@ -237,8 +227,25 @@ class SentRecipient(Base):
     sent_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
+class UnsubscribeToken(Base):
+    """The token in the List-Unsubscribe links of mail a team sends to a recipient (one per team and recipient, in
+    the normal form of services/gateway/suppressions.py). Whoever holds it may suppress that recipient for that team:
+    it only ever travels in mail to that recipient."""
+
+    __tablename__ = "unsubscribe_tokens"
+    __table_args__ = (UniqueConstraint("team_id", "recipient_key"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    token: Mapped[str] = mapped_column(String(40), unique=True)
+    team_id: Mapped[str] = mapped_column(String(32))
+    recipient: Mapped[str] = mapped_column(String(320))  # as first addressed
+    recipient_key: Mapped[str] = mapped_column(String(320))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
 class GatewayCredential(Base):
-    """SMTP AUTH credentials for the submission gateway, issued per identity. Only a hash is stored."""
+    """SMTP AUTH credentials for the submission gateway, issued per identity. Only a keyed hash is stored
+    ("hmac-sha256$<hex>"; credentials issued before 0007 hold "scrypt$..." until their next login)."""
 
     __tablename__ = "gateway_credentials"
 

@@ -4,9 +4,11 @@ in separate OS processes (cross-process atomicity is only proven with several pr
     python -m tests.gateway_helpers serve <database_url>
         Runs a SubmissionGateway on 127.0.0.1 with a relay that accepts without any network. Prints
         "listening <port>" when ready; stops when its standard input closes, then prints "relayed <n>".
-    python -m tests.gateway_helpers send <port> <username> <password> <from> <to> <count>
+    python -m tests.gateway_helpers send <port> <username> <password> <from> <to> <count> <recipients>
         Prints "ready", waits for a line on standard input (the start signal, so all clients burst together),
-        sends <count> messages, each over a fresh connection, and prints one JSON list of [code, text] replies.
+        sends <count> messages to <recipients> recipients each (<to> with +1, +2, ... tags), each over a fresh
+        connection, and prints one JSON list of [code, text] replies: one per RCPT, then DATA's (when a RCPT was
+        accepted).
 
 Heavy imports stay inside functions so that client processes start fast.
 """
@@ -21,9 +23,45 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from email.message import EmailMessage
-
+    from bot.mail.copies import Copy, CopyResult
+    from bot.services.gateway import Submission
+    from bot.services.secrets import SecretBox
     from models import Database, Identity
+
+# The secret key of every test gateway (a fixed Fernet key, so gateway processes check what the test issued).
+TEST_SECRET_KEY = "q9nUnfWSXdbWQ6Xc2bRBjvwjOhDB31ym3PHsXpaxmS8="
+TEST_PLATFORM_DOMAIN = "platform.example.com"
+
+
+def secret_box() -> SecretBox:
+    from bot.services.secrets import SecretBox
+
+    return SecretBox([TEST_SECRET_KEY])
+
+
+def make_submission(
+    db: Database,
+    relay: object,
+    *,
+    clock: Callable[[], datetime] | None = None,
+    limits: object = None,
+    signer: object = None,
+    public_url: str | None = None,
+    reports: object = None,
+) -> Submission:
+    """The gateway's services as the composition root wires them, with `relay` in place of real delivery."""
+    from bot.mail.domains import PlatformDomains
+    from bot.services.gateway import Dispatcher, GatewayCredentials, SendingLimits, Submission, Unsubscribes
+
+    window = limits if limits is not None else SendingLimits(db, clock=clock) if clock else SendingLimits(db)
+    dispatcher = Dispatcher(
+        relay,  # type: ignore[arg-type]
+        PlatformDomains(TEST_PLATFORM_DOMAIN, TEST_PLATFORM_DOMAIN),
+        unsubscribes=Unsubscribes(db),
+        signer=signer,  # type: ignore[arg-type]
+        public_url=public_url,
+    )
+    return Submission(db, GatewayCredentials(db, secret_box()), window, dispatcher, reports=reports)  # type: ignore[arg-type]
 
 
 async def make_identity(
@@ -34,6 +72,7 @@ async def make_identity(
     daily: int = 200,
     ready: bool = True,
     team_id: str = "T0TEST",
+    kind: str = "platform",
 ) -> Identity:
     """An identity as the verification flow leaves it (ready) or before it (not verified)."""
     from models import Identity, IdentityKind, IdentityStatus
@@ -42,7 +81,7 @@ async def make_identity(
     async with db.transaction() as session:
         identity = Identity(
             team_id=team_id,
-            kind=IdentityKind.PLATFORM.value,
+            kind=IdentityKind(kind).value,
             display_name=local.title(),
             company_name="Acme Inc.",
             address=address,
@@ -73,17 +112,36 @@ class Clock:
 
 @dataclass
 class RecordingRelay:
-    """A relay that records what it was given; `fail_next` makes the next calls raise, like a server refusing."""
+    """A relay that records what it was given and accepts every copy, but: `fail_next` makes the next calls raise
+    (like a server that can't be reached) and `refuse` refuses the copies of these recipients with (code, text)."""
 
-    sent: list[tuple[str, str, list[str], str]] = field(default_factory=list)
+    sent: list[tuple[str, list[str], list[str], str]] = field(default_factory=list)
+    copies: list[Copy] = field(default_factory=list)
     fail_next: int = 0
+    refuse: dict[str, tuple[int, str]] = field(default_factory=dict)
     error: Callable[[], Exception] = lambda: ConnectionError("upstream said: 535 password=hunter2")
 
-    async def __call__(self, identity: Identity, message: EmailMessage, mail_from: str, rcpt_tos: list[str]) -> None:
+    async def __call__(self, identity: Identity, copies: list[Copy]) -> list[CopyResult]:
+        from email import message_from_bytes
+
+        from bot.mail.copies import CopyResult, CopyStatus
+
         if self.fail_next > 0:
             self.fail_next -= 1
             raise self.error()
-        self.sent.append((identity.address, mail_from, list(rcpt_tos), str(message["Subject"])))
+        results = []
+        for copy in copies:
+            if copy.recipient in self.refuse:
+                code, text = self.refuse[copy.recipient]
+                results.append(CopyResult(copy.recipient, CopyStatus.REFUSED, code, text))
+            else:
+                results.append(CopyResult(copy.recipient, CopyStatus.ACCEPTED, 250))
+                self.copies.append(copy)
+        accepted = [c for c, r in zip(copies, results, strict=True) if r.status == CopyStatus.ACCEPTED]
+        if accepted:
+            subject = str(message_from_bytes(accepted[0].data)["Subject"])
+            self.sent.append((identity.address, [c.sender for c in accepted], [c.recipient for c in accepted], subject))
+        return results
 
 
 def message_bytes(sender: str, to: str, subject: str = "Hello", size: int = 0) -> bytes:
@@ -100,19 +158,19 @@ def message_bytes(sender: str, to: str, subject: str = "Hello", size: int = 0) -
 async def _serve(database_url: str) -> int:
     import asyncio
 
-    from bot.services.gateway import GatewayCredentials, Submission
-    from bot.services.gateway.window import SendingLimits
+    from bot.mail.copies import CopyResult, CopyStatus
     from bot.smtp.gateway import SubmissionGateway
     from models import Database
 
     relayed = 0
 
-    async def accept(identity: Identity, message: EmailMessage, mail_from: str, rcpt_tos: list[str]) -> None:
+    async def accept(identity: Identity, copies: list[Copy]) -> list[CopyResult]:
         nonlocal relayed
-        relayed += 1
+        relayed += len(copies)
+        return [CopyResult(c.recipient, CopyStatus.ACCEPTED, 250) for c in copies]
 
     db = Database(database_url)
-    gateway = SubmissionGateway(Submission(db, GatewayCredentials(db), SendingLimits(db), accept))
+    gateway = SubmissionGateway(make_submission(db, accept))
     await gateway.start("127.0.0.1", 0)
     print(f"listening {gateway.port}", flush=True)
     loop = asyncio.get_running_loop()
@@ -124,18 +182,26 @@ async def _serve(database_url: str) -> int:
     return 0
 
 
-def _send(port: int, username: str, password: str, sender: str, to: str, count: int) -> list[tuple[int, str]]:
+def _send(
+    port: int, username: str, password: str, sender: str, to: str, count: int, recipients: int
+) -> list[tuple[int, str]]:
     import smtplib
 
+    local, _, domain = to.partition("@")
     replies: list[tuple[int, str]] = []
     for i in range(count):
         with smtplib.SMTP("127.0.0.1", port, timeout=30) as client:
             client.ehlo()
             client.login(username, password)
             client.mail(sender)
-            client.rcpt(to)
-            code, text = client.data(message_bytes(sender, to, subject=f"burst {port} {i}"))
-            replies.append((code, text.decode()))
+            accepted = 0
+            for n in range(recipients):
+                code, text = client.rcpt(f"{local}+{i}.{n}@{domain}")
+                replies.append((code, text.decode()))
+                accepted += code == 250
+            if accepted:
+                code, text = client.data(message_bytes(sender, to, subject=f"burst {port} {i}"))
+                replies.append((code, text.decode()))
     return replies
 
 
@@ -146,10 +212,11 @@ def main(argv: list[str]) -> int:
 
         return asyncio.run(_serve(argv[1]))
     if command == "send":
-        port, username, password, sender, to, count = argv[1:7]
+        port, username, password, sender, to, count, recipients = argv[1:8]
         print("ready", flush=True)
         sys.stdin.readline()
-        print(json.dumps(_send(int(port), username, password, sender, to, int(count))), flush=True)
+        replies = _send(int(port), username, password, sender, to, int(count), int(recipients))
+        print(json.dumps(replies), flush=True)
         return 0
     print(f"unknown command {command}", file=sys.stderr)
     return 2

@@ -55,6 +55,14 @@ def test_a_malformed_setting_is_named(tmp_path: Path) -> None:
         ({"LOG_LEVEL": "LOUD"}, "LOG_LEVEL"),
         ({"APPROVALS_CHANNEL": "#approvals"}, "APPROVALS_CHANNEL"),
         ({"SLACK_APP_TOKEN": "xoxb-wrong-kind"}, "SLACK_APP_TOKEN"),
+        ({"DKIM_SELECTOR": "bad selector"}, "DKIM_SELECTOR"),
+        ({"DKIM_SELECTOR": "-x"}, "DKIM_SELECTOR"),
+        ({"DKIM_PRIVATE_KEY": "/nonexistent/dkim.pem"}, "DKIM_PRIVATE_KEY"),
+        ({"PUBLIC_URL": "bot.example.com"}, "PUBLIC_URL"),
+        ({"PUBLIC_URL": "ftp://bot.example.com"}, "PUBLIC_URL"),
+        ({"PUBLIC_URL": "https://bot.example.com/?x=1"}, "PUBLIC_URL"),
+        ({"PUBLIC_URL": "https://user:pw@bot.example.com"}, "PUBLIC_URL"),
+        ({"PUBLIC_URL": "https://bot.example.com:http"}, "PUBLIC_URL"),
     ],
 )
 def test_each_bad_setting_names_its_variable(env: dict[str, str], variable: str) -> None:
@@ -72,7 +80,36 @@ def test_defaults_follow_the_contract() -> None:
     assert s.relay is None and s.approvals_channel is None and s.managers == ()
     assert s.smtp_allow_private_hosts is False and s.tracking_timeout == 600
     assert s.database_url.startswith("sqlite") and s.data_dir == Path(".identity-bot")
+    assert (s.dkim_selector, s.dkim_private_key, s.public_url) == ("identitybot", None, None)
     assert not s.socket_mode
+
+
+def test_signing_and_public_url_settings(tmp_path: Path) -> None:
+    key = tmp_path / "dkim.pem"
+    key.write_text("not checked here: the key is read at start")
+    s = load_settings(
+        {**BASE, "DKIM_SELECTOR": "S2026", "DKIM_PRIVATE_KEY": str(key), "PUBLIC_URL": "https://bot.example.com/id/"}
+    )
+    assert (s.dkim_selector, s.dkim_private_key, s.public_url) == ("s2026", key, "https://bot.example.com/id")
+
+
+def test_a_dkim_key_that_is_not_a_key_stops_start_up_naming_it(tmp_path: Path) -> None:
+    key = tmp_path / "dkim.pem"
+    key.write_text("-----BEGIN PRIVATE KEY-----\nnot a key\n-----END PRIVATE KEY-----\n")
+    result = run_cli(
+        tmp_path,
+        "run",
+        SLACK_BOT_TOKEN="xoxb-1",
+        SLACK_SIGNING_SECRET="s",
+        SLACK_API_URL="http://127.0.0.1:9/api/",  # unreachable: the token check only warns
+        DATA_DIR=str(tmp_path / "data"),
+        DKIM_PRIVATE_KEY=str(key),
+        INBOUND_SMTP="127.0.0.1:0",
+        SUBMISSION_SMTP="127.0.0.1:0",
+        PORT="0",
+    )
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith("identity-bot: configuration error: DKIM_PRIVATE_KEY")
 
 
 def test_socket_mode_needs_no_signing_secret() -> None:

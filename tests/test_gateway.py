@@ -1,5 +1,5 @@
 """The submission gateway over real SMTP, and its credentials. The headline test bursts from 8 client processes
-through 2 gateway processes and checks the limit holds exactly, on SQLite and PostgreSQL."""
+through 2 gateway processes and checks the limit holds exactly (in recipients), on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
@@ -17,24 +17,26 @@ import aiosmtplib
 import pytest
 from sqlalchemy import func, select
 
-from bot.cli import main as cli_main
-from bot.services.errors import NotFound
-from bot.services.gateway import SentMail, Submission, Suppressions
-from bot.services.gateway.credentials import GatewayCredentials, IssuedCredential, verify_password
+from bot.services.gateway import SentMail, Suppressions
+from bot.services.gateway.credentials import GatewayCredentials, IssuedCredential
 from bot.services.gateway.window import LimitDecision, SendingLimits
 from bot.smtp.gateway import SubmissionGateway, format_retry_at
 from models import (
-    AuditEvent,
     Database,
-    GatewayCredential,
     Identity,
-    SentMessage,
     SentRecipient,
     SlotState,
     Suppression,
     SuppressionReason,
 )
-from tests.gateway_helpers import Clock, RecordingRelay, make_identity, message_bytes
+from tests.gateway_helpers import (
+    Clock,
+    RecordingRelay,
+    make_identity,
+    make_submission,
+    message_bytes,
+    secret_box,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 SENDER = "jane@acme.example.com"
@@ -52,13 +54,24 @@ class Rig:
     credentials: GatewayCredentials
 
 
-async def start_rig(db: Database, *, hourly: int = 40, daily: int = 200, **gateway_kwargs: object) -> Rig:
-    identity = await make_identity(db, SENDER, hourly=hourly, daily=daily)
-    credentials = GatewayCredentials(db)
-    credential = await credentials.issue(SENDER, actor="U_LEAD")
+async def start_rig(
+    db: Database,
+    *,
+    hourly: int = 40,
+    daily: int = 200,
+    sender: str = SENDER,
+    kind: str = "company",
+    submission_kwargs: dict[str, object] | None = None,
+    **gateway_kwargs: object,
+) -> Rig:
+    identity = await make_identity(db, sender, hourly=hourly, daily=daily, kind=kind)
+    credentials = GatewayCredentials(db, secret_box())
+    credential = await credentials.issue(sender, actor="U_LEAD")
     relay = RecordingRelay()
     clock = Clock()
-    gateway = SubmissionGateway(Submission(db, credentials, SendingLimits(db, clock=clock), relay), **gateway_kwargs)  # type: ignore[arg-type]
+    submission = make_submission(db, relay, clock=clock, **(submission_kwargs or {}))  # type: ignore[arg-type]
+    gateway_kwargs.setdefault("auth_failure_delay", 0)  # tests/test_gateway_credentials.py covers the pause
+    gateway = SubmissionGateway(submission, **gateway_kwargs)  # type: ignore[arg-type]
     await gateway.start("127.0.0.1", 0)
     return Rig(db, gateway, relay, clock, identity, credential, credentials)
 
@@ -107,78 +120,12 @@ async def submit(
 
 
 async def sent_count(db: Database, identity_id: int | None = None) -> int:
-    query = select(func.count()).select_from(SentMessage)
+    """Slots taken: recipients reserved or sent."""
+    query = select(func.count()).select_from(SentRecipient)
     if identity_id is not None:
-        query = query.where(SentMessage.identity_id == identity_id)
+        query = query.where(SentRecipient.identity_id == identity_id)
     async with db.session() as session:
         return int(await session.scalar(query) or 0)
-
-
-# --- credentials ---
-
-
-async def test_credentials_store_only_a_scrypt_hash_and_authenticate(db: Database) -> None:
-    identity = await make_identity(db, "Mixed.Case@acme.example.com")
-    credentials = GatewayCredentials(db)
-    issued = await credentials.issue("  mixed.case@ACME.example.com ", actor="U_LEAD")
-    assert issued.username.startswith("mixed.case-") and len(issued.username) == len("mixed.case-") + 6
-    assert issued.password not in repr(issued)
-
-    async with db.session() as session:
-        row = (await session.execute(select(GatewayCredential))).scalar_one()
-        events = list((await session.execute(select(AuditEvent))).scalars())
-    assert row.identity_id == identity.id and row.created_by == "U_LEAD"
-    assert row.password_hash.startswith("scrypt$16384$8$1$") and issued.password not in row.password_hash
-    assert verify_password(issued.password, row.password_hash)
-    assert [(e.action, e.actor, e.identity_id) for e in events] == [
-        ("gateway.credential_issued", "U_LEAD", identity.id)
-    ]
-    assert issued.password not in json.dumps(events[0].detail)
-
-    assert await credentials.authenticate(issued.username, issued.password) == identity.id
-    assert await credentials.authenticate(issued.username, issued.password + "x") is None
-    assert await credentials.authenticate("nobody-000000", issued.password) is None
-
-    second = await credentials.issue(identity.address)
-    assert second.username != issued.username and second.password != issued.password
-    assert await credentials.revoke(issued.username) is True
-    assert await credentials.authenticate(issued.username, issued.password) is None
-    assert await credentials.authenticate(second.username, second.password) == identity.id
-
-    with pytest.raises(NotFound):
-        await credentials.issue("unknown@acme.example.com")
-    assert not verify_password("x", "scrypt$notanumber$8$1$AA==$AA==")
-    assert not verify_password("x", "scrypt$1073741824$8$1$AA==$AA==")  # absurd cost from a tampered row
-
-
-async def test_credentials_cli_prints_username_and_password_once(
-    sqlite_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv("DATABASE_URL", sqlite_url)
-    monkeypatch.setenv("DATA_DIR", str(tmp_path / "data"))
-
-    def issue_credentials_cli(_url: str, address: str) -> int:
-        return cli_main(["credentials", "issue", address])
-
-    db = Database(sqlite_url)
-    await db.upgrade()
-    identity = await make_identity(db, SENDER)
-    await db.dispose()
-
-    assert await asyncio.to_thread(issue_credentials_cli, sqlite_url, SENDER) == 0
-    out = capsys.readouterr().out.splitlines()
-    assert len(out) == 2 and out[0].startswith("username: ") and out[1].startswith("password: ")
-    username, password = out[0].removeprefix("username: "), out[1].removeprefix("password: ")
-
-    db = Database(sqlite_url)
-    try:
-        assert await GatewayCredentials(db).authenticate(username, password) == identity.id
-    finally:
-        await db.dispose()
-
-    assert await asyncio.to_thread(issue_credentials_cli, sqlite_url, "nobody@acme.example.com") == 1
-    captured = capsys.readouterr()
-    assert captured.out == "" and len(captured.err.strip().splitlines()) == 1 and "nobody@" in captured.err
 
 
 # --- the SMTP dialogue ---
@@ -187,10 +134,33 @@ async def test_credentials_cli_prints_username_and_password_once(
 async def test_a_verified_identity_sends_through_the_gateway(rig: Rig) -> None:
     code, text = await submit(rig, sender="JANE@acme.example.com", rcpts=(TO, "second@customer.example.org"))
     assert (code, text) == (250, "2.0.0 Ok: relayed")
-    assert rig.relay.sent == [(SENDER, "JANE@acme.example.com", [TO, "second@customer.example.org"], "Hello")]
+    # One copy per recipient; a company identity's return path stays its own address.
+    assert rig.relay.sent == [(SENDER, ["JANE@acme.example.com"] * 2, [TO, "second@customer.example.org"], "Hello")]
     async with rig.db.session() as session:
-        row = (await session.execute(select(SentMessage))).scalar_one()
-    assert (row.identity_id, row.state, row.recipients, row.sent_at) == (rig.identity.id, "sent", 2, rig.clock.now)
+        rows = list(await session.scalars(select(SentRecipient).order_by(SentRecipient.id)))
+    assert [(r.identity_id, r.recipient, r.state, r.sent_at) for r in rows] == [
+        (rig.identity.id, TO, SlotState.SENT, rig.clock.now),
+        (rig.identity.id, "second@customer.example.org", SlotState.SENT, rig.clock.now),
+    ]
+    assert rows[0].message_id == "<Hello@test>" and rows[0].verp_token is None
+
+
+async def test_platform_mail_leaves_with_a_return_path_per_recipient(db: Database) -> None:
+    rig = await start_rig(db, sender="ann@platform.example.com", kind="platform")
+    try:
+        code, _ = await submit(rig, sender=rig.identity.address, rcpts=(TO, "b@customer.example.org"))
+    finally:
+        await rig.gateway.stop()
+    assert code == 250
+    async with db.session() as session:
+        rows = {r.recipient: r for r in await session.scalars(select(SentRecipient))}
+    copies = {c.recipient: c for c in rig.relay.copies}
+    assert set(copies) == {TO, "b@customer.example.org"}
+    for recipient, copy in copies.items():
+        token = rows[recipient].verp_token
+        assert token and copy.sender == f"bounces+{token}@platform.example.com"
+        assert await SentMail(db).by_return_path(token) is not None
+    assert len({r.verp_token for r in rows.values()}) == 2
 
 
 async def test_auth_login_mechanism_works_too(rig: Rig) -> None:
@@ -239,14 +209,36 @@ async def test_sending_as_another_identity_is_refused(rig: Rig) -> None:
         b"From: jane@acme.example.com\r\nSender: ceo@acme.example.com\r\nTo: x@example.com\r\nSubject: Hi\r\n"
         b"\r\nHi\r\n",
         b"To: x@example.com\r\nSubject: No author\r\n\r\nHi\r\n",
+        b"Resent-From: ceo@acme.example.com\r\nFrom: jane@acme.example.com\r\nTo: x@example.com\r\nSubject: Fwd\r\n"
+        b"\r\nHi\r\n",
+        b"Resent-Sender: ceo@acme.example.com\r\nResent-From: jane@acme.example.com\r\nFrom: jane@acme.example.com"
+        b"\r\nTo: x@example.com\r\nSubject: Fwd\r\n\r\nHi\r\n",
     ],
-    ids=["other-from", "two-authors", "other-sender", "no-from"],
+    ids=["other-from", "two-authors", "other-sender", "no-from", "other-resent-from", "other-resent-sender"],
 )
 async def test_the_header_from_must_be_the_identity_too(rig: Rig, raw: bytes) -> None:
     code, text = await submit(rig, raw=raw.replace(b"jane@acme.example.com", SENDER.encode()))
     assert code == 550 and ("5.7.1" in text or "5.6.0" in text), text
     assert rig.relay.sent == []
     assert await sent_count(rig.db) == 0, "a refused message takes no slot"
+
+
+async def test_resent_from_someone_else_gets_the_same_550_as_a_spoofed_from(rig: Rig) -> None:
+    spoofed = b"From: ceo@acme.example.com\r\nTo: x@example.com\r\nSubject: Hi\r\n\r\nHi\r\n"
+    resent = b"Resent-From: ceo@acme.example.com\r\nFrom: jane@acme.example.com\r\nTo: x@example.com\r\n\r\nHi\r\n"
+    assert (
+        await submit(rig, raw=resent)
+        == await submit(rig, raw=spoofed)
+        == (
+            550,
+            "5.7.1 The From, Sender and Resent-From/-Sender headers may only name this identity, "
+            "not ceo@acme.example.com",
+        )
+    )
+    # Naming the identity itself is fine.
+    own = b"Resent-From: Jane <JANE@acme.example.com>\r\nFrom: jane@acme.example.com\r\nTo: x@example.com\r\n\r\nHi\r\n"
+    assert (await submit(rig, raw=own))[0] == 250
+    assert len(rig.relay.sent) == 1
 
 
 async def test_the_identitys_own_display_name_in_from_is_fine(rig: Rig) -> None:
@@ -256,10 +248,10 @@ async def test_the_identitys_own_display_name_in_from_is_fine(rig: Rig) -> None:
 
 async def test_an_unverified_identity_cannot_send(db: Database) -> None:
     identity = await make_identity(db, "new@acme.example.com", ready=False)
-    credentials = GatewayCredentials(db)
+    credentials = GatewayCredentials(db, secret_box())
     credential = await credentials.issue(identity.address)
     relay = RecordingRelay()
-    gateway = SubmissionGateway(Submission(db, credentials, SendingLimits(db), relay))
+    gateway = SubmissionGateway(make_submission(db, relay))
     await gateway.start("127.0.0.1", 0)
     try:
         client = await connect(gateway.port, username=credential.username, password=credential.password)
@@ -277,31 +269,51 @@ async def test_an_unverified_identity_cannot_send(db: Database) -> None:
     assert relay.sent == [] and await sent_count(db) == 0
 
 
-async def test_suppressed_recipients_are_refused(rig: Rig) -> None:
+async def test_suppressed_recipients_are_refused_at_rcpt_with_the_reason_and_date(rig: Rig) -> None:
+    reasons = {
+        "victim@example.com": SuppressionReason.UNSUBSCRIBE,
+        "gone@customer.example.org": SuppressionReason.HARD_BOUNCE,
+        "angry@customer.example.org": SuppressionReason.COMPLAINT,
+    }
     async with rig.db.transaction() as session:
-        await Suppressions(rig.db).add(
-            session,
-            team_id=rig.identity.team_id,
-            address="gone@customer.example.org",
-            reason=SuppressionReason.UNSUBSCRIBE,
-            source_message_id=None,
-        )
+        for address, reason in reasons.items():
+            await Suppressions(rig.db).add(
+                session, team_id=rig.identity.team_id, address=address, reason=reason, source_message_id=None
+            )
+    async with rig.db.session() as session:
+        day = f"{(await session.scalars(select(Suppression))).first().created_at:%Y-%m-%d}"  # type: ignore[union-attr]
     client = await connect(rig.gateway.port, username=rig.credential.username, password=rig.credential.password)
     try:
         await client.mail(SENDER)
-        with pytest.raises(aiosmtplib.SMTPRecipientRefused) as refused:
-            await client.rcpt("Gone@Customer.example.org")
-        assert refused.value.code == 550
-        assert refused.value.message == (
-            "5.7.1 <Gone@Customer.example.org> is on the suppression list (unsubscribed or bounced)"
-        )
+        replies = {}
+        for rcpt in ("Victim+promo@Example.com", "Gone@Customer.example.org", "angry@customer.example.org"):
+            with pytest.raises(aiosmtplib.SMTPRecipientRefused) as refused:
+                await client.rcpt(rcpt)
+            replies[rcpt] = (refused.value.code, refused.value.message)
         # The other recipients of the same message still go.
         await client.rcpt(TO)
         reply = await client.data(message_bytes(SENDER, TO))
         assert reply.code == 250
     finally:
         client.close()
+    tail = "mail to this address is not sent"
+    assert replies == {
+        "Victim+promo@Example.com": (
+            550,
+            f"5.7.1 <Victim+promo@Example.com> is on the suppression list: unsubscribed on {day}; {tail}",
+        ),
+        "Gone@Customer.example.org": (
+            550,
+            f"5.7.1 <Gone@Customer.example.org> is on the suppression list: bounced on {day}; {tail}",
+        ),
+        "angry@customer.example.org": (
+            550,
+            f"5.7.1 <angry@customer.example.org> is on the suppression list: complained (marked the mail as spam) "
+            f"on {day}; {tail}",
+        ),
+    }
     assert [s[2] for s in rig.relay.sent] == [[TO]]
+    assert await sent_count(rig.db) == 1, "a suppressed recipient takes no slot"
 
 
 async def test_suppression_holds_against_case_tags_and_gmail_dots_and_stays_in_its_team(db: Database) -> None:
@@ -345,7 +357,7 @@ async def test_relayed_mail_is_recorded_per_recipient_for_later_reports(rig: Rig
     assert await sent.has_mailed(rig.identity.team_id, TO) and not await sent.has_mailed("T0OTHER", TO)
 
 
-async def test_relay_failure_answers_451_and_gives_the_slot_back(db: Database) -> None:
+async def test_relay_failure_answers_451_and_gives_the_slots_back(db: Database) -> None:
     rig = await start_rig(db, hourly=1, daily=1)
     try:
         rig.relay.fail_next = 1
@@ -355,20 +367,22 @@ async def test_relay_failure_answers_451_and_gives_the_slot_back(db: Database) -
         assert await sent_count(db) == 0
         # The only slot of the hour is free again: the retry goes through, and then the limit is reached.
         assert (await submit(rig, subject="retry"))[0] == 250
-        assert (await submit(rig, subject="one too many"))[0] == 451
+        assert (await submit(rig, subject="one too many"))[0] == 452
     finally:
         await rig.gateway.stop()
     assert [s[3] for s in rig.relay.sent] == ["retry"]
 
 
-async def test_over_the_hourly_limit_the_reply_says_when_to_retry(db: Database) -> None:
+async def test_over_the_hourly_limit_rcpt_gets_452_saying_when(db: Database) -> None:
     rig = await start_rig(db, hourly=2, daily=10)  # the clock stands at 13:04:30 UTC
     try:
         assert [(await submit(rig))[0] for _ in range(2)] == [250, 250]
         rig.clock.advance(minutes=1)
         code, text = await submit(rig)
-        assert code == 451
-        assert text == f"4.7.1 Hourly limit of 2 reached for {SENDER}; try after 14:05 UTC"
+        assert code == 452
+        assert text == (
+            f"4.5.3 Hourly limit of 2 emails (recipients) reached for {SENDER}; send to this recipient after 14:05 UTC"
+        )
         # Once the first send leaves the window, a message goes again.
         rig.clock.advance(hours=1)
         assert (await submit(rig))[0] == 250
@@ -384,26 +398,31 @@ async def test_over_the_daily_limit_the_reply_gives_the_date(db: Database) -> No
         code, text = await submit(rig)
     finally:
         await rig.gateway.stop()
-    assert (code, text) == (451, f"4.7.1 Daily limit of 2 reached for {SENDER}; try after 2026-01-06 13:05 UTC")
+    assert (code, text) == (
+        452,
+        f"4.5.3 Daily limit of 2 emails (recipients) reached for {SENDER}; "
+        "send to this recipient after 2026-01-06 13:05 UTC",
+    )
 
 
 async def test_too_big_is_552_and_handler_errors_are_451_not_500(db: Database) -> None:
     class BrokenLimits(SendingLimits):
-        async def reserve(self, identity_id: int, *, recipients: int = 1) -> LimitDecision:
+        async def reserve(self, identity: Identity, recipient: str) -> LimitDecision:
             raise RuntimeError("database on fire: secret=hunter2")
 
     identity = await make_identity(db, SENDER)
-    credentials = GatewayCredentials(db)
+    credentials = GatewayCredentials(db, secret_box())
     credential = await credentials.issue(identity.address)
     relay = RecordingRelay()
-    gateway = SubmissionGateway(Submission(db, credentials, BrokenLimits(db), relay), max_message_size=2000)
+    gateway = SubmissionGateway(make_submission(db, relay, limits=BrokenLimits(db)), max_message_size=2000)
     await gateway.start("127.0.0.1", 0)
     rig = Rig(db, gateway, relay, Clock(), identity, credential, credentials)
     try:
         code, text = await submit(rig, size=5000)
+        assert (code, text) == (451, "4.3.0 Temporary server error: try again later")  # at RCPT
+        gateway.handler.submission.window = SendingLimits(db)  # with working limits, the size is what fails
+        code, text = await submit(rig, size=5000)
         assert code == 552
-        code, text = await submit(rig)
-        assert (code, text) == (451, "4.3.0 Temporary server error: try again later")
     finally:
         await gateway.stop()
     assert relay.sent == []
@@ -412,19 +431,19 @@ async def test_too_big_is_552_and_handler_errors_are_451_not_500(db: Database) -
 async def test_off_loopback_the_gateway_needs_tls_and_offers_auth_only_after_starttls(db: Database) -> None:
     trustme = pytest.importorskip("trustme")
     identity = await make_identity(db, SENDER)
-    credentials = GatewayCredentials(db)
+    credentials = GatewayCredentials(db, secret_box())
     credential = await credentials.issue(identity.address)
     relay = RecordingRelay()
 
     with pytest.raises(ValueError, match="TLS"):
-        await SubmissionGateway(Submission(db, credentials, SendingLimits(db), relay)).start("0.0.0.0", 0)
+        await SubmissionGateway(make_submission(db, relay)).start("0.0.0.0", 0)
 
     ca = trustme.CA()
     server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     ca.issue_cert("127.0.0.1").configure_cert(server_tls)
     client_tls = ssl.create_default_context()
     ca.configure_trust(client_tls)
-    gateway = SubmissionGateway(Submission(db, credentials, SendingLimits(db), relay), tls_context=server_tls)
+    gateway = SubmissionGateway(make_submission(db, relay), tls_context=server_tls)
     await gateway.start("0.0.0.0", 0)  # not loopback: the TLS rules apply (we still connect over 127.0.0.1)
     try:
         plain = await connect(gateway.port)
@@ -486,15 +505,17 @@ async def _line(process: asyncio.subprocess.Process, timeout: float = 30) -> str
     return line.decode().strip()
 
 
-async def test_burst_from_8_client_processes_through_2_gateway_processes_sends_exactly_the_limit(
+async def test_burst_from_8_client_processes_through_2_gateway_processes_relays_exactly_the_limit(
     database_url: str,
 ) -> None:
+    """8 client processes x 10 messages x 3 recipients (240 RCPTs) through 2 gateway processes, against a limit of
+    40 emails (recipients) per hour: exactly 40 recipients are accepted and relayed."""
     db = Database(database_url)
     await db.upgrade()
     processes: list[asyncio.subprocess.Process] = []
     try:
         identity = await make_identity(db, SENDER, hourly=40, daily=200)
-        credential = await GatewayCredentials(db).issue(SENDER)
+        credential = await GatewayCredentials(db, secret_box()).issue(SENDER)
 
         gateways = [await _spawn("serve", database_url) for _ in range(2)]
         processes += gateways
@@ -505,7 +526,7 @@ async def test_burst_from_8_client_processes_through_2_gateway_processes_sends_e
             ports.append(port)
 
         clients = [
-            await _spawn("send", ports[i % 2], credential.username, credential.password, SENDER, TO, "10")
+            await _spawn("send", ports[i % 2], credential.username, credential.password, SENDER, TO, "10", "3")
             for i in range(8)
         ]
         processes += clients
@@ -515,7 +536,7 @@ async def test_burst_from_8_client_processes_through_2_gateway_processes_sends_e
             assert client.stdin is not None
             client.stdin.write(b"go\n")
             await client.stdin.drain()
-        replies = [reply for client in clients for reply in json.loads(await _line(client, timeout=60))]
+        replies = [reply for client in clients for reply in json.loads(await _line(client, timeout=90))]
         assert [await asyncio.wait_for(c.wait(), 10) for c in clients] == [0] * 8
 
         relayed = 0
@@ -528,15 +549,19 @@ async def test_burst_from_8_client_processes_through_2_gateway_processes_sends_e
             assert await asyncio.wait_for(gateway.wait(), 10) == 0
 
         async with db.session() as session:
-            rows = list((await session.execute(select(SentMessage))).scalars())
+            rows = list((await session.execute(select(SentRecipient))).scalars())
         first = min(row.sent_at for row in rows)
         retry = format_retry_at(first + timedelta(hours=1), first)
-        expected_refusal = f"4.7.1 Hourly limit of 40 reached for {SENDER}; try after {retry}"
-        accepted = [r for r in replies if r[0] == 250]
-        refused = [r for r in replies if r[0] == 451]
-        assert len(replies) == 80
-        assert len(accepted) == 40 and len(refused) == 40, sorted({tuple(r) for r in replies})
+        expected_refusal = (
+            f"4.5.3 Hourly limit of 40 emails (recipients) reached for {SENDER}; send to this recipient after {retry}"
+        )
+        rcpt_ok = [r for r in replies if tuple(r) == (250, "2.1.5 Ok")]
+        refused = [r for r in replies if r[0] == 452]
+        data = [r for r in replies if r[1].startswith("2.0.0")]
+        assert len(rcpt_ok) + len(refused) == 240
+        assert len(rcpt_ok) == 40 and len(refused) == 200, sorted({tuple(r) for r in replies})
         assert {r[1] for r in refused} == {expected_refusal}
+        assert data and {tuple(r) for r in data} == {(250, "2.0.0 Ok: relayed")}
         assert relayed == 40
         assert (
             len(rows) == 40

@@ -59,7 +59,7 @@ async def test_new_identity_from_command_to_channel_message(bot: Bot) -> None:
     assert f"jane.doe@{PLATFORM_DOMAIN}" in blocks
     assert "Acme Inc." in blocks and "jane@acme.example.com" in blocks
     assert "<!date^" in blocks and "UTC>" in blocks, "creation time is a Slack date token with a UTC fallback"
-    assert "40 per hour · 200 per day" in blocks
+    assert "40 emails (recipients) per hour · 200 per day" in blocks
     assert not bot.fake.warnings
 
     async with bot.db.session() as session:
@@ -167,7 +167,7 @@ async def test_limits_above_the_defaults_become_a_pending_request(bot: Bot) -> N
     assert ack.body["response_action"] == "update"
     assert "waiting for a manager" in str(ack.body["view"])
     post = await bot.fake.wait_for("chat.postMessage", after=mark, predicate=lambda c: c.args["channel"] == CHANNEL)
-    assert "Increase to 60 per hour · 250 per day requested" in str(post.args["blocks"])
+    assert "Increase to 60 emails (recipients) per hour · 250 per day requested" in str(post.args["blocks"])
     async with bot.db.session() as session:
         identity = await session.scalar(select(Identity))
         assert (identity.hourly_limit, identity.daily_limit) == (40, 200), "runs on the defaults until approved"

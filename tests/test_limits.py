@@ -12,7 +12,7 @@ from sqlalchemy import func, select
 
 from bot.sandbox import FakeSlack
 from handlers.limits.ids import Limits as L
-from models import AuditEvent, Identity, LimitRequest, LimitRequestStatus, SentMessage
+from models import AuditEvent, Identity, LimitRequest, LimitRequestStatus, SentRecipient
 from models.base import utcnow
 from tests.conftest import CHANNEL, LEAD, PLATFORM_DOMAIN, Bot, start_bot
 
@@ -82,7 +82,7 @@ async def test_increase_approved_by_a_manager_applies_at_once(lbot: Bot) -> None
     request_msg = bot.fake.messages[(channel, ts)]
     text = str(request_msg["blocks"])
     assert ADDRESS in text and f"<@{LEAD}>" in text and "Campaign season" in text
-    assert "40 per hour · 200 per day → *60 per hour · 250 per day*" in text
+    assert "40 emails (recipients) per hour · 200 per day → *60 emails (recipients) per hour · 250 per day*" in text
     assert "Approve" in text and "Deny" in text and "confirm" in text
     assert await limits_of(bot) == (40, 200), "nothing changes before a manager decides"
 
@@ -94,7 +94,7 @@ async def test_increase_approved_by_a_manager_applies_at_once(lbot: Bot) -> None
     assert "Approved" in decided and "<@U_MANAGER>" in decided and "<!date^" in decided
     assert "limit-request-approve" not in decided, "the buttons are gone once decided"
     told = await bot.fake.wait_for("chat.postMessage", lambda c: c.args["channel"] == CHANNEL, after=mark)
-    assert "approved" in told.args["text"] and "60 per hour · 250 per day" in told.args["text"]
+    assert "approved" in told.args["text"] and "60 emails (recipients) per hour · 250 per day" in told.args["text"]
     assert await limits_of(bot) == (60, 250)
     async with bot.db.session() as session:
         request = await session.scalar(select(LimitRequest))
@@ -212,7 +212,7 @@ async def test_lowering_applies_at_once_and_supersedes_a_pending_increase(lbot: 
     superseded = await bot.fake.wait_for("chat.update", lambda c: c.args["ts"] == ts, after=mark)
     assert "Superseded" in str(superseded.args["blocks"])
     told = await bot.fake.wait_for("chat.postMessage", lambda c: c.args["channel"] == CHANNEL, after=mark)
-    assert "20 per hour · 100 per day" in told.args["text"]
+    assert "20 emails (recipients) per hour · 100 per day" in told.args["text"]
     assert L.approve not in str(superseded.args["blocks"]), "a superseded request can't be approved any more"
     async with bot.db.session() as session:
         statuses = sorted((await session.scalars(select(LimitRequest.status))).all())
@@ -265,16 +265,22 @@ async def test_show_reports_usage_and_the_next_free_slot(lbot: Bot) -> None:
     async with bot.db.transaction() as session:
         for i in range(40):
             session.add(
-                SentMessage(
-                    identity_id=identity.id, sent_at=now - timedelta(minutes=59) + timedelta(seconds=i), state="sent"
+                SentRecipient(
+                    identity_id=identity.id,
+                    team_id=identity.team_id,
+                    recipient=f"lead{i}@customer.example.org",
+                    recipient_key=f"lead{i}@customer.example.org",
+                    sent_at=now - timedelta(minutes=59) + timedelta(seconds=i),
+                    state="sent",
                 )
             )
     n = len(bot.fake.responses)
     await bot.slack.command(f"show {ADDRESS}")
     shown = await bot.fake.wait_for_response(after=n)
     text = str(shown["blocks"])
-    assert "Sent in the last hour:* 40 of 40" in text and "Sent in the last 24 hours:* 40 of 200" in text
-    assert "hourly limit is reached; the next message can go <!date^" in text
+    assert "Sent in the last hour:* 40 of 40 emails (recipients)" in text
+    assert "Sent in the last 24 hours:* 40 of 200 emails (recipients)" in text
+    assert "hourly limit is reached; the next email can go <!date^" in text
     assert "Not run yet" in text
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import func, select, text
+from sqlalchemy import func, inspect, select, text
 from sqlalchemy.exc import IntegrityError
 
 import models.tables  # noqa: F401  (registers every table)
@@ -104,3 +104,59 @@ async def test_existing_suppressions_keep_working_for_their_team_after_0006(data
         assert unknown is not None and unknown.team_id is None, "a suppression whose team is unknown binds every team"
     finally:
         await db.dispose()
+
+
+async def test_0009_carries_the_last_day_of_sent_messages_over_as_recipients(database_url: str) -> None:
+    """Upgrading must not hand out a fresh day of sending: every message of the last 24 h counts its recipients,
+    whether it was only in sent_messages (before 0006) or already recorded per recipient (0006: not twice)."""
+    from datetime import UTC, datetime, timedelta
+
+    from bot.services.gateway import SendingLimits
+    from models import SentRecipient
+
+    now = datetime.now(UTC)
+    db = Database(database_url)
+    try:
+        await db.upgrade("0006")
+        messages = [  # (minutes ago, recipients, state)
+            (24 * 60 + 5, 5, "sent"),  # left the day window: not carried
+            (23 * 60, 2, "sent"),  # in the day, before 0006 recorded anything
+            (50, 3, "sent"),  # in the hour, before 0006
+            (20, 1, "sent"),  # in the hour, under 0006: its recipient row exists
+            (10, 2, "reserved"),  # in flight (or crashed) under 0006: no rows yet
+        ]
+        async with db.transaction() as session:
+            await session.execute(text(ROWS_AT_0004[0]))
+            for minutes, recipients, state in messages:
+                await session.execute(
+                    text(
+                        "INSERT INTO sent_messages (identity_id, sent_at, recipients, state)"
+                        " VALUES (1, :at, :n, :state)"
+                    ),
+                    {"at": _stored(db, now - timedelta(minutes=minutes)), "n": recipients, "state": state},
+                )
+            await session.execute(
+                text(
+                    "INSERT INTO sent_recipients (identity_id, team_id, recipient, recipient_key, message_id, state,"
+                    " sent_at) VALUES (1, 'T1', 'a@x.example', 'a@x.example', '<m@x>', 'sent', :at)"
+                ),
+                {"at": _stored(db, now - timedelta(minutes=20) + timedelta(seconds=2))},
+            )
+        await db.upgrade()
+        usage = await SendingLimits(db).usage(1)
+        assert (usage.sent_last_hour, usage.sent_last_day) == (3 + 1 + 2, 2 + 3 + 1 + 2)
+        async with db.session() as session:
+            carried = list(await session.scalars(select(SentRecipient).where(SentRecipient.recipient == "")))
+            tables = await session.run_sync(lambda s: inspect(s.connection()).get_table_names())
+        assert len(carried) == 7 and {c.team_id for c in carried} == {"T1"}
+        assert "sent_messages" not in tables and "unsubscribe_tokens" in tables
+    finally:
+        await db.dispose()
+
+
+def _stored(db: Database, when: object) -> object:
+    """A timestamp as the application stores it (SQLite keeps UTC text)."""
+    from datetime import datetime
+
+    assert isinstance(when, datetime)
+    return when.replace(tzinfo=None).isoformat(" ") if db.is_sqlite else when

@@ -330,8 +330,10 @@ async def send_test_email(bot: Bot, identity: Identity) -> str:
     await click(bot, identity.id, V.send_test_email)
     call = await bot.fake.wait_for(
         "chat.postMessage",
-        lambda c: bool(c.args.get("thread_ts"))
-        and ("Sending Verified" in c.args.get("text", "") or "Sending failed" in c.args.get("text", "")),
+        lambda c: (
+            bool(c.args.get("thread_ts"))
+            and ("Sending Verified" in c.args.get("text", "") or "Sending failed" in c.args.get("text", ""))
+        ),
         after=mark,
         timeout=20,
     )

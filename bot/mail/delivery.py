@@ -14,8 +14,9 @@ from collections.abc import Callable
 from email.message import EmailMessage
 from pathlib import Path
 
+from bot.mail.copies import Copy, CopyResult, CopyStatus, failed
 from bot.mail.domains import PlatformDomains
-from bot.mail.outbound import MailSender, SmtpServer
+from bot.mail.outbound import MailSender, SmtpFailure, SmtpServer
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +73,46 @@ class Delivery:
                 path = self._to_outbox(message, sender, other)
                 routes.append(f"stored in the local outbox ({path.name}); set RELAY_SMTP_URL to deliver")
         return "; ".join(routes)
+
+    async def send_copies(self, server: SmtpServer | None, copies: list[Copy]) -> list[CopyResult]:
+        """Relay one copy per recipient (see bot/mail/copies.py), in the order given: through the identity's own
+        server when it has one, else like the platform (our own addresses to our inbound server, others through
+        the platform relay or into the outbox). Never raises for mail problems: each copy says how it fared."""
+        if server is not None:
+            return await self._copies_via(server, copies, trusted=False)
+        results: dict[int, CopyResult] = {}
+        own = [i for i, c in enumerate(copies) if self._is_own(c.recipient)]
+        other = [i for i, c in enumerate(copies) if not self._is_own(c.recipient)]
+        if own:
+            where = self.inbound()
+            own_copies = [copies[i] for i in own]
+            if where is None:
+                done = failed(own_copies, "the platform's inbound server is not running")
+            else:
+                done = await self._copies_via(SmtpServer(where[0], where[1], "none"), own_copies, trusted=True)
+            results.update(zip(own, done, strict=True))
+        if other:
+            other_copies = [copies[i] for i in other]
+            if self.relay is not None:
+                done = await self._copies_via(self.relay, other_copies, trusted=True)
+            else:
+                done = [self._copy_to_outbox(c) for c in other_copies]
+            results.update(zip(other, done, strict=True))
+        return [results[i] for i in range(len(copies))]
+
+    async def _copies_via(self, server: SmtpServer, copies: list[Copy], *, trusted: bool) -> list[CopyResult]:
+        try:
+            return await self.mail.send_copies(server, copies, trusted=trusted)
+        except SmtpFailure as exc:
+            # Logged by the client with its diagnosis; the copies only say that none of them got through.
+            return failed(copies, f"could not send through {server.host}:{server.port} ({exc.diagnosis.code})")
+
+    def _copy_to_outbox(self, copy: Copy) -> CopyResult:
+        self.outbox.mkdir(parents=True, exist_ok=True)
+        path = self.outbox / f"{int(time.time())}-{uuid.uuid4().hex[:8]}.eml"
+        path.write_bytes(f"X-Envelope-From: {copy.sender}\r\nX-Envelope-To: {copy.recipient}\r\n".encode() + copy.data)
+        log.info("no RELAY_SMTP_URL: a copy for 1 recipient written to %s", path)
+        return CopyResult(copy.recipient, CopyStatus.ACCEPTED, 250, "stored in the local outbox")
 
     def _to_outbox(self, message: EmailMessage, sender: str, recipients: list[str]) -> Path:
         """Mode 0700 directory, 0600 files: outbox mail holds one-time passwords and leads."""

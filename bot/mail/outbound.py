@@ -15,12 +15,14 @@ import ipaddress
 import logging
 import socket
 import ssl
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from email.message import EmailMessage
 
 import aiosmtplib
 
 from bot.mail import xoauth2
+from bot.mail.copies import Copy, CopyResult, send_copies
 from bot.mail.diagnosis import (
     SUCCESS_PROMPT,
     Diagnosis,
@@ -214,30 +216,68 @@ class MailSender:
         tokens: list[str],
     ) -> None:
         async with asyncio.timeout(self.timeout):
-            if server.bearer is not None:  # before connecting: a revoked grant needs no SMTP session to show
-                tokens.append(await server.bearer.source.token())
-            addresses = await resolve_mail_addresses(
-                server.host,
-                server.port,
-                allow_private=trusted or self.allow_private_hosts,
-                allowed_ports=self.allowed_ports,
-            )
-            client, address = await self._open(server, addresses)
-            # A password crosses the network only encrypted, except to our own relay or a server on this machine.
-            cleartext_auth_ok = trusted or ipaddress.ip_address(address.split("%", 1)[0]).is_loopback
+            client = await self._ready(server, trusted=trusted, tokens=tokens)
             try:
-                await self._converse(
-                    client,
-                    server,
-                    message,
-                    sender=sender,
-                    recipients=recipients,
-                    cleartext_auth_ok=cleartext_auth_ok,
-                    tokens=tokens,
-                )
+                await self._transact(client, message, sender=sender, recipients=recipients)
             finally:
                 client.close()
         self._log_outcome(server, "ok")
+
+    async def send_copies(
+        self, server: SmtpServer, copies: Sequence[Copy], *, trusted: bool = False
+    ) -> list[CopyResult]:
+        """Relay one copy per recipient over one session (see bot/mail/copies.py): how each copy fared. Opening the
+        session (connect, TLS, AUTH) gets the usual deadline, each copy its own. Raises SmtpFailure, having sent
+        nothing, when the session can't be opened."""
+        tokens: list[str] = []
+        try:
+            async with asyncio.timeout(self.timeout):
+                client = await self._ready(server, trusted=trusted, tokens=tokens)
+        except Exception as exc:  # noqa: BLE001 - normalised into SmtpFailure
+            raise SmtpFailure(self._diagnose(exc, server, tokens)) from None
+        try:
+            results = await send_copies(client, copies, timeout=self.timeout)
+            try:
+                async with asyncio.timeout(self.timeout):
+                    await client.quit()
+            except (aiosmtplib.SMTPException, OSError, TimeoutError):
+                pass  # every copy already has its answer
+        finally:
+            client.close()
+        self._log_outcome(server, "ok")
+        return results
+
+    async def _ready(self, server: SmtpServer, *, trusted: bool, tokens: list[str]) -> aiosmtplib.SMTP:
+        """A session ready for MAIL: the checked address connected, greeted, TLS exactly as configured, logged in
+        (with the password, or with XOAUTH2 for a signed-in mailbox). `tokens` collects the access tokens used, so
+        no diagnosis can quote one."""
+        if server.bearer is not None:  # before connecting: a revoked grant needs no SMTP session to show
+            tokens.append(await server.bearer.source.token())
+        addresses = await resolve_mail_addresses(
+            server.host,
+            server.port,
+            allow_private=trusted or self.allow_private_hosts,
+            allowed_ports=self.allowed_ports,
+        )
+        client, address = await self._open(server, addresses)
+        # A password crosses the network only encrypted, except to our own relay or a server on this machine.
+        cleartext_auth_ok = trusted or ipaddress.ip_address(address.split("%", 1)[0]).is_loopback
+        try:
+            await _hello(client)
+            if server.security == "starttls":
+                # Raises if the server does not offer STARTTLS: we never fall back to clear text.
+                await client.starttls()
+                await _hello(client)
+            if server.bearer is not None and server.username:
+                tokens.append(await xoauth2.login(client, server.username, server.bearer, tokens[-1]))
+            elif server.username:
+                if server.security == "none" and client.supports_extension("auth") and not cleartext_auth_ok:
+                    raise _Refused(cleartext_auth_refused(server.host, server.port))
+                await client.login(server.username, server.password or "")
+        except BaseException:
+            client.close()
+            raise
+        return client
 
     async def _open(self, server: SmtpServer, addresses: list[str]) -> tuple[aiosmtplib.SMTP, str]:
         """Connect to the checked address and read the greeting (TLS first for "ssl").
@@ -283,28 +323,14 @@ class MailSender:
                 continue
         return await _connect_socket(addresses[-1], port), addresses[-1]
 
-    async def _converse(
+    async def _transact(
         self,
         client: aiosmtplib.SMTP,
-        server: SmtpServer,
         message: EmailMessage | None,
         *,
         sender: str | None,
         recipients: list[str] | None,
-        cleartext_auth_ok: bool,
-        tokens: list[str],
     ) -> None:
-        await _hello(client)
-        if server.security == "starttls":
-            # Raises if the server does not offer STARTTLS: we never fall back to clear text.
-            await client.starttls()
-            await _hello(client)
-        if server.bearer is not None and server.username:
-            tokens.append(await xoauth2.login(client, server.username, server.bearer, tokens[-1]))
-        elif server.username:
-            if server.security == "none" and client.supports_extension("auth") and not cleartext_auth_ok:
-                raise _Refused(cleartext_auth_refused(server.host, server.port))
-            await client.login(server.username, server.password or "")
         refused: dict[str, aiosmtplib.SMTPResponse] = {}
         if message is None:
             await client.mail(sender or "")

@@ -89,7 +89,8 @@ class SecretBox:
         self._fernet = MultiFernet([Fernet(k.encode()) for k in keys])
         self.fingerprints = [key_fingerprint(k) for k in keys]
         # A separate key for fingerprints and OTP HMACs, derived so it never equals an encryption key.
-        self._mac_key = hashlib.sha256(b"identity-bot-mac:" + keys[0].encode()).digest()
+        self._mac_keys = [hashlib.sha256(b"identity-bot-mac:" + k.encode()).digest() for k in keys]
+        self._mac_key = self._mac_keys[0]
 
     def encrypt(self, plaintext: str) -> str:
         return self._fernet.encrypt(plaintext.encode()).decode()
@@ -111,6 +112,12 @@ class SecretBox:
         """A keyed HMAC of the parts: safe to store or to round-trip through Slack, reveals nothing."""
         msg = "\x1f".join(parts).encode()
         return hmac.new(self._mac_key, msg, hashlib.sha256).hexdigest()
+
+    def macs(self, *parts: str) -> list[str]:
+        """`mac(*parts)` under every configured key, the first key's first: to recognise a value keyed before a
+        rotation (and re-key it)."""
+        msg = "\x1f".join(parts).encode()
+        return [hmac.new(key, msg, hashlib.sha256).hexdigest() for key in self._mac_keys]
 
 
 NOT_THIS_DATABASE = (

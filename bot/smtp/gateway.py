@@ -12,22 +12,42 @@ import logging
 import ssl
 import warnings
 import weakref
+from collections.abc import Awaitable
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
 from bot.mail.netguard import is_loopback
-from bot.services.gateway import GatewayLogin, LimitDecision, Outcome, SenderVerdict, Submission
-from models import Identity
+from bot.services.gateway import GatewayLogin, LimitDecision, Outcome, SenderVerdict, Slot, Submission, Submitted
+from models import Identity, Suppression, SuppressionReason
+
+T = TypeVar("T")
 
 logger = logging.getLogger(__name__)
 
-# RFC 5321 §4.5.3.1.8: a server must accept at least 100 recipients. Limits count messages, so the cap also keeps
-# one message from reaching an unbounded audience.
+# RFC 5321 §4.5.3.1.8: a server must accept at least 100 recipients; more than that per message is refused (452).
 MAX_RECIPIENTS = 100
 # AUTH attempts per connection before it is closed (421): slows down password guessing.
 MAX_AUTH_ATTEMPTS = 3
+# Seconds before a refused AUTH is answered (like Postfix's smtpd_error_sleep_time): a connection can try at most one
+# password a second, so a flood of wrong AUTHs is spread out instead of occupying the event loop. Costs nothing while
+# waiting, and nothing at all to a mailer with the right password.
+AUTH_FAILURE_DELAY = 1.0
+SUPPRESSION_WORDS = {
+    SuppressionReason.UNSUBSCRIBE: "unsubscribed",
+    SuppressionReason.HARD_BOUNCE: "bounced",
+    SuppressionReason.COMPLAINT: "complained (marked the mail as spam)",
+}
+
+
+@dataclass
+class _Transaction:
+    """An open mail transaction: who it sends as, and the slots its accepted recipients hold until DATA."""
+
+    identity: Identity
+    slots: list[Slot] = field(default_factory=list)
 
 
 class GatewayHandler:
@@ -37,18 +57,23 @@ class GatewayHandler:
     AUTH_INVALID = "535 5.7.8 Authentication credentials invalid"
     MAIL_OK = "250 2.1.0 Ok"
     RCPT_OK = "250 2.1.5 Ok"
+    RSET_OK = "250 2.0.0 Ok"
     TOO_MANY_RECIPIENTS = f"452 4.5.3 Too many recipients (at most {MAX_RECIPIENTS} per message)"
     RELAYED = "250 2.0.0 Ok: relayed"
     RELAY_FAILED = "451 4.4.1 Could not relay: try again later"
     TEMPORARY_ERROR = "451 4.3.0 Temporary server error: try again later"
     NO_FROM = "550 5.6.0 The message needs a From header naming this identity"
+    UNREADABLE = "554 5.6.0 The message could not be read: check its headers"
     # Not here because aiosmtpd answers them before any handler runs: MAIL before AUTH -> "530 5.7.0 Authentication
-    # required"; AUTH without TLS off loopback -> "538 5.7.11 Encryption required"; too big -> 552.
+    # required"; AUTH without TLS off loopback -> "538 5.7.11 Encryption required"; too big -> 552; a 4th AUTH on
+    # one connection -> "421 4.7.0 AUTH sent too many times" (the connection closes).
 
-    def __init__(self, submission: Submission) -> None:
+    def __init__(self, submission: Submission, *, auth_failure_delay: float = AUTH_FAILURE_DELAY) -> None:
         self.submission = submission
-        # The identity each open transaction (envelope) sends as, from MAIL to DATA.
-        self._senders: weakref.WeakKeyDictionary[Envelope, Identity] = weakref.WeakKeyDictionary()
+        self.auth_failure_delay = auth_failure_delay
+        # The open transaction of each session, from MAIL to DATA (or to RSET, a new EHLO, the end of the connection).
+        self._open: weakref.WeakKeyDictionary[Session, _Transaction] = weakref.WeakKeyDictionary()
+        self._tasks: set[asyncio.Future[Any]] = set()
 
     # --- replies that depend on the identity and the message ---
 
@@ -62,17 +87,37 @@ class GatewayHandler:
 
     @staticmethod
     def header_not_authorized(address: str) -> str:
-        return f"550 5.7.1 The From/Sender header may only name this identity, not {address}"
+        return f"550 5.7.1 The From, Sender and Resent-From/-Sender headers may only name this identity, not {address}"
 
     @staticmethod
-    def suppressed(address: str) -> str:
-        return f"550 5.7.1 <{address}> is on the suppression list (unsubscribed or bounced)"
+    def suppressed(address: str, suppression: Suppression) -> str:
+        why = SUPPRESSION_WORDS.get(suppression.reason, "suppressed")
+        return (
+            f"550 5.7.1 <{address}> is on the suppression list: {why} on {suppression.created_at:%Y-%m-%d}; "
+            "mail to this address is not sent"
+        )
 
     @staticmethod
     def over_limit(identity: Identity, decision: LimitDecision, now: datetime) -> str:
         name = "Hourly" if decision.limit == "hourly" else "Daily"
         when = format_retry_at(decision.retry_at, now)
-        return f"451 4.7.1 {name} limit of {decision.limit_value} reached for {identity.address}; try after {when}"
+        return (
+            f"452 4.5.3 {name} limit of {decision.limit_value} emails (recipients) reached for {identity.address}; "
+            f"send to this recipient after {when}"
+        )
+
+    @staticmethod
+    def partly_relayed(result: Submitted) -> str:
+        return (
+            f"250 2.0.0 Ok: relayed to {result.accepted} of {result.recipients} recipients; the receiving server "
+            "refused the others, a delivery status notification names them"
+        )
+
+    @staticmethod
+    def refused(result: Submitted) -> str:
+        first = result.refusal
+        quoted = f" (<{first.recipient}>: {first.code} {first.reply})" if first is not None else ""
+        return f"554 5.0.0 The receiving server refused every recipient{quoted}"[:510]
 
     # --- AUTH: aiosmtpd parses PLAIN/LOGIN, the service checks the pair (asynchronously) ---
 
@@ -89,24 +134,32 @@ class GatewayHandler:
         try:
             username, password = pair.login.decode("utf-8"), pair.password.decode("utf-8")
         except UnicodeDecodeError:
+            await self.refused_auth_pause()
             return AuthResult(success=False, handled=False, message=self.AUTH_INVALID)
         login = await self.submission.login(username, password)
         if login is None:
+            await self.refused_auth_pause()
             return AuthResult(success=False, handled=False, message=self.AUTH_INVALID)
         return AuthResult(success=True, message=self.AUTH_OK, auth_data=login)
+
+    async def refused_auth_pause(self) -> None:
+        """Wait before answering a refused AUTH (see AUTH_FAILURE_DELAY)."""
+        if self.auth_failure_delay > 0:
+            await asyncio.sleep(self.auth_failure_delay)
 
     # --- the envelope ---
 
     async def handle_MAIL(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, mail_options: list[str]
     ) -> str:
+        self.transaction_ended(session)  # nothing should be open here; if it is, its slots go back
         login = session.auth_data if isinstance(session.auth_data, GatewayLogin) else None
         verdict, identity = await self.submission.sender(login, address)
         if verdict == SenderVerdict.NOT_AUTHORIZED or identity is None:
             return self.not_authorized(address)
         if verdict == SenderVerdict.NOT_READY:
             return self.not_ready(identity.address)
-        self._senders[envelope] = identity  # DATA follows within moments: no need to load it again
+        self._open[session] = _Transaction(identity)  # DATA follows within moments: no need to load it again
         envelope.mail_from = address
         envelope.mail_options.extend(mail_options)
         return self.MAIL_OK
@@ -114,37 +167,125 @@ class GatewayHandler:
     async def handle_RCPT(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, rcpt_options: list[str]
     ) -> str:
+        transaction = self._open.get(session)
+        if transaction is None:  # cannot happen: aiosmtpd runs RCPT only after a MAIL we accepted
+            return self.not_authorized(envelope.mail_from or "")
+        if any(address.lower() == taken.lower() for taken in envelope.rcpt_tos):
+            return self.RCPT_OK  # the same recipient twice gets one copy and takes one slot
         if len(envelope.rcpt_tos) >= MAX_RECIPIENTS:
             return self.TOO_MANY_RECIPIENTS
-        identity = self._senders.get(envelope)
-        if identity is None:  # cannot happen: aiosmtpd runs RCPT only after a MAIL we accepted
-            return self.not_authorized(envelope.mail_from or "")
-        if await self.submission.recipient_suppressed(identity, address) is not None:
-            return self.suppressed(address)
+        identity = transaction.identity
+        suppression = await self.submission.recipient_suppressed(identity, address)
+        if suppression is not None:
+            return self.suppressed(address, suppression)
+        decision = await self._reserve(session, transaction, address)
+        if not decision.allowed:
+            return self.over_limit(identity, decision, self.submission.window.clock())
         envelope.rcpt_tos.append(address)
         envelope.rcpt_options.extend(rcpt_options)
         return self.RCPT_OK
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
-        identity = self._senders.pop(envelope, None)
+        transaction = self._open.pop(session, None)
         mail_from = envelope.mail_from or ""
-        if identity is None:  # cannot happen: aiosmtpd runs DATA only after a MAIL we accepted
+        if transaction is None:  # cannot happen: aiosmtpd runs DATA only after a MAIL we accepted
             return self.not_authorized(mail_from)
-        result = await self.submission.submit(identity, _raw(envelope), mail_from, list(envelope.rcpt_tos))
-        if result.outcome == Outcome.NO_FROM:
-            return self.NO_FROM
+        # Shielded: a client that hangs up mid-relay must not cut the relay off before its slots are settled.
+        work = self._track(self.submission.submit(transaction.identity, _raw(envelope), mail_from, transaction.slots))
+        result = await asyncio.shield(work)
+        return self._reply(result)
+
+    def _reply(self, result: Submitted) -> str:
         if result.outcome == Outcome.HEADER_NOT_AUTHORIZED:
             return self.header_not_authorized(result.author or "")
-        if result.outcome == Outcome.OVER_LIMIT and result.decision is not None:
-            return self.over_limit(identity, result.decision, self.submission.window.clock())
-        if result.outcome == Outcome.RELAY_FAILED:
-            return self.RELAY_FAILED
-        return self.RELAYED
+        if result.outcome == Outcome.PARTLY_RELAYED:
+            return self.partly_relayed(result)
+        if result.outcome == Outcome.REFUSED:
+            return self.refused(result)
+        fixed = {Outcome.RELAYED: self.RELAYED, Outcome.NO_FROM: self.NO_FROM, Outcome.UNREADABLE: self.UNREADABLE}
+        return fixed.get(result.outcome, self.RELAY_FAILED)
+
+    # --- transactions that end without DATA give their slots back ---
+
+    async def handle_RSET(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        self.transaction_ended(session)
+        return self.RSET_OK
+
+    async def handle_HELO(self, server: SMTP, session: Session, envelope: Envelope, hostname: str) -> str:
+        self.transaction_ended(session)
+        session.host_name = hostname
+        return f"250 {server.hostname}"
+
+    async def handle_EHLO(
+        self, server: SMTP, session: Session, envelope: Envelope, hostname: str, responses: list[str]
+    ) -> list[str]:
+        self.transaction_ended(session)
+        session.host_name = hostname
+        return responses
+
+    def transaction_ended(self, session: Session) -> None:
+        """The session's open transaction (if any) ends without DATA: its slots are given back."""
+        transaction = self._open.pop(session, None)
+        if transaction is not None and transaction.slots:
+            self._track(self.submission.release(list(transaction.slots)))
+
+    async def _reserve(self, session: Session, transaction: _Transaction, address: str) -> LimitDecision:
+        """Reserve the recipient's slot. Shielded: if the connection drops meanwhile, the reservation still
+        completes and is then given back, instead of staying counted for a day."""
+        work = self._track(self.submission.reserve(transaction.identity, address))
+        try:
+            decision = await asyncio.shield(work)
+        except asyncio.CancelledError:
+            work.add_done_callback(lambda done: self._orphaned(done, address))
+            raise
+        if decision.reservation_id is not None:
+            slot = Slot(decision.reservation_id, address)
+            if self._open.get(session) is transaction:
+                transaction.slots.append(slot)
+            else:  # the transaction ended while the slot was being reserved
+                self._track(self.submission.release([slot]))
+        return decision
+
+    def _orphaned(self, done: asyncio.Future[LimitDecision], address: str) -> None:
+        if done.cancelled() or done.exception() is not None:
+            return
+        decision = done.result()
+        if decision.reservation_id is not None:
+            self._track(self.submission.release([Slot(decision.reservation_id, address)]))
+
+    def _track(self, work: Awaitable[T]) -> asyncio.Future[T]:
+        task = asyncio.ensure_future(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    async def drain(self, grace: float = 10.0) -> None:
+        """Let relays, releases and reports in flight finish (briefly): at stop."""
+        if self._tasks:
+            await asyncio.wait(set(self._tasks), timeout=grace)
+        await self.submission.drain(grace)
 
     async def handle_exception(self, error: Exception) -> str:
         # aiosmtpd would answer "500 Error: (Exception) ...": permanent, and it leaks internals.
         logger.error("gateway: error in SMTP session (%s)", type(error).__name__, exc_info=error)
         return self.TEMPORARY_ERROR
+
+
+class _GatewaySMTP(SMTP):
+    """aiosmtpd's session, telling the handler when a session ends (so an open transaction gives its slots back):
+    at the end of the connection, and at STARTTLS, which starts a new session."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        before = getattr(self, "session", None)
+        super().connection_made(transport)
+        if before is not None and before is not self.session:
+            self.event_handler.transaction_ended(before)
+
+    def connection_lost(self, error: Exception | None) -> None:
+        session = self.session
+        super().connection_lost(error)
+        if session is not None:
+            self.event_handler.transaction_ended(session)
 
 
 class SubmissionGateway:
@@ -157,8 +298,9 @@ class SubmissionGateway:
         tls_context: ssl.SSLContext | None = None,
         max_message_size: int = 10 * 1024 * 1024,
         hostname: str = "identity-bot-gateway",
+        auth_failure_delay: float = AUTH_FAILURE_DELAY,
     ) -> None:
-        self.handler = GatewayHandler(submission)
+        self.handler = GatewayHandler(submission, auth_failure_delay=auth_failure_delay)
         self.tls_context = tls_context
         self.max_message_size = max_message_size
         self.hostname = hostname
@@ -196,13 +338,14 @@ class SubmissionGateway:
             await asyncio.wait_for(self._server.wait_closed(), timeout=5)
         except TimeoutError:
             logger.warning("submission gateway: connections still open at stop")
+        await self.handler.drain()
         self._server = None
 
     def _new_connection(self) -> SMTP:
         with warnings.catch_warnings():
             # On loopback aiosmtpd warns on every connection that AUTH does not require TLS: that is deliberate.
             warnings.simplefilter("ignore")
-            connection = SMTP(
+            connection = _GatewaySMTP(
                 self.handler,
                 hostname=self.hostname,
                 data_size_limit=self.max_message_size,
@@ -231,7 +374,7 @@ def format_retry_at(retry_at: datetime | None, now: datetime) -> str:
 
 
 def _hand_over(server: SMTP, session: Session, envelope: Envelope, mechanism: str, auth_data: Any) -> AuthResult:
-    """aiosmtpd's authenticator is synchronous, but checking a password needs the database and scrypt. So this only
+    """aiosmtpd's authenticator is synchronous, but checking a password needs the database. So this only
     hands the parsed pair to `GatewayHandler._check` (which does the real, async check) as a FAILED result: used
     without that handler it lets nobody in."""
     return AuthResult(success=False, handled=False, auth_data=auth_data)

@@ -25,7 +25,7 @@ from slack_sdk.models.blocks import (
 from slack_sdk.models.views import View
 
 from bot.services.identities.providers import PROVIDERS, SECURITY_LABELS
-from handlers.blocks import INPUT_ACTION, KIND_LABELS, context, escape, limits_text, versioned
+from handlers.blocks import INPUT_ACTION, KIND_LABELS, RECIPIENTS_HINT, context, escape, limits_text, versioned
 from handlers.details import tracking_instructions
 from handlers.identity.ids import COMMAND
 from handlers.identity.ids import IdentityForm as F
@@ -188,6 +188,7 @@ def _limit_blocks(values: FormValues, meta: FormMeta, current: str | None) -> li
         InputBlock(
             block_id=F.hourly_limit,
             label="Email sending limit per hour",
+            hint=RECIPIENTS_HINT,
             element=NumberInputElement(
                 action_id=INPUT_ACTION, is_decimal_allowed=False, initial_value=values.hourly_limit or None
             ),
@@ -195,6 +196,7 @@ def _limit_blocks(values: FormValues, meta: FormMeta, current: str | None) -> li
         InputBlock(
             block_id=F.daily_limit,
             label="Email sending limit per day",
+            hint=RECIPIENTS_HINT,
             element=NumberInputElement(
                 action_id=INPUT_ACTION, is_decimal_allowed=False, initial_value=values.daily_limit or None
             ),

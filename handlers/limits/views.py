@@ -18,7 +18,7 @@ from slack_sdk.models.views import View
 
 from bot.services.gateway.window import LimitDecision
 from bot.services.limits import ChangeOutcome, LimitChange
-from handlers.blocks import INPUT_ACTION, Message, context, escape, limits_text, slack_date
+from handlers.blocks import INPUT_ACTION, RECIPIENTS_HINT, Message, context, escape, limits_text, slack_date
 from handlers.limits.ids import Limits as L
 from models import Identity, LimitRequest
 from models.tables import DEFAULT_DAILY_LIMIT, DEFAULT_HOURLY_LIMIT, MAX_DAILY_LIMIT
@@ -48,6 +48,7 @@ def limits_form(identity: Identity, pending: LimitRequest | None) -> View:
         InputBlock(
             block_id=L.hourly_limit,
             label="Email sending limit per hour",
+            hint=RECIPIENTS_HINT,
             element=NumberInputElement(
                 action_id=INPUT_ACTION, is_decimal_allowed=False, initial_value=str(identity.hourly_limit)
             ),
@@ -55,6 +56,7 @@ def limits_form(identity: Identity, pending: LimitRequest | None) -> View:
         InputBlock(
             block_id=L.daily_limit,
             label="Email sending limit per day",
+            hint=RECIPIENTS_HINT,
             element=NumberInputElement(
                 action_id=INPUT_ACTION, is_decimal_allowed=False, initial_value=str(identity.daily_limit)
             ),
@@ -222,12 +224,12 @@ def already_decided(request: LimitRequest) -> str:
 
 def usage_blocks(identity: Identity, usage: LimitDecision) -> list[Block]:
     lines = [
-        f"*Sent in the last hour:* {usage.sent_last_hour} of {identity.hourly_limit}",
-        f"*Sent in the last 24 hours:* {usage.sent_last_day} of {identity.daily_limit}",
+        f"*Sent in the last hour:* {usage.sent_last_hour} of {identity.hourly_limit} emails (recipients)",
+        f"*Sent in the last 24 hours:* {usage.sent_last_day} of {identity.daily_limit} emails (recipients)",
     ]
     if not usage.allowed and usage.retry_at is not None:
         lines.append(
-            f":no_entry: The {usage.limit} limit is reached; the next message can go {slack_date(usage.retry_at)}."
+            f":no_entry: The {usage.limit} limit is reached; the next email can go {slack_date(usage.retry_at)}."
         )
-    lines.append("_Counted in messages (one per message, whatever its number of recipients)._")
+    lines.append("_Counted in recipients: a message to three people counts three._")
     return [SectionBlock(text=MarkdownTextObject(text="\n".join(lines)))]

@@ -130,7 +130,7 @@ def identity_overview(
     lines = [f"*{STEP_LABELS[name]}:* {step_status_text(name, steps.get(name))}" for name in StepName]
     return Message(
         text=f"{identity.display_name} <{identity.address}>: sent {usage.sent_last_hour}/{identity.hourly_limit} "
-        f"in the last hour, {usage.sent_last_day}/{identity.daily_limit} in the last 24 hours.",
+        f"emails (recipients) in the last hour, {usage.sent_last_day}/{identity.daily_limit} in the last 24 hours.",
         blocks=[
             HeaderBlock(text=f"Email identity: {identity.display_name}"[:150]),
             *identity_details(identity, request),

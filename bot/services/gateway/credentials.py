@@ -1,29 +1,46 @@
 """SMTP AUTH credentials for the submission gateway, one or more per identity.
 
-Only a salted scrypt hash of each password is stored ("scrypt$n$r$p$salt$hash", base64 parts), so a copy of the
-database gives nobody the right to send. The password is shown once, when issued, and never logged or audited.
+Only a keyed hash of each password is stored: "hmac-sha256$<hex>", HMAC-SHA-256 under a key derived from the first
+of SECRET_KEYS (SecretBox.mac), over the username and the password. The passwords are 192-bit random values we
+generate, so nothing slow is needed to make guessing hopeless: a slow hash (scrypt, bcrypt) protects passwords
+people choose. A fast keyed one costs microseconds per AUTH, so a flood of wrong AUTHs burns no CPU, and a copy of
+the database without the keys gives nobody the right to send. The password is shown once, when issued, and never
+logged or audited.
+
+Credentials issued before (salted scrypt, "scrypt$n$r$p$salt$hash") keep working: the first successful login checks
+them with scrypt, one at a time, and stores the keyed hash in their place. Likewise a credential keyed under an
+older secret key (still listed in SECRET_KEYS) is re-keyed under the first at its next login; one whose key was
+dropped must be issued again.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
-import functools
 import hashlib
 import hmac
+import logging
 import secrets
+import time
 from dataclasses import dataclass, field
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 
 from bot.services import audit
 from bot.services.errors import NotFound
+from bot.services.secrets import SecretBox
 from models import Database, GatewayCredential, Identity
 from models.base import utcnow
 
-# scrypt cost: n=2^14, r=8 (16 MiB, ~35 ms on this kind of machine) is the usual interactive-login setting. It is
-# paid once per SMTP connection, not per message.
+log = logging.getLogger(__name__)
+
+HMAC_SCHEME = "hmac-sha256"
+_PURPOSE = "gateway-credential"
+# How long, and for how many usernames, what was read about a credential may refuse a wrong AUTH without the database.
+REFUSAL_CACHE_SECONDS = 60.0
+REFUSAL_CACHE_SIZE = 10_000
+# Legacy hashes: scrypt n=2^14, r=8 (16 MiB, ~35 ms).
 SCRYPT_N = 2**14
 SCRYPT_R = 8
 SCRYPT_P = 1
@@ -43,6 +60,7 @@ class IssuedCredential:
 
 
 def hash_password(password: str) -> str:
+    """A legacy scrypt hash (what credentials issued before the keyed hash hold)."""
     salt = secrets.token_bytes(_SALT_BYTES)
     key = _scrypt(password.encode(), salt, SCRYPT_N, SCRYPT_R, SCRYPT_P)
     return "$".join(("scrypt", str(SCRYPT_N), str(SCRYPT_R), str(SCRYPT_P), _b64(salt), _b64(key)))
@@ -65,24 +83,25 @@ def verify_password(password: str, encoded: str) -> bool:
     return hmac.compare_digest(key, expected)
 
 
-@functools.cache
-def _dummy_hash() -> str:
-    """Checked when the username is unknown or revoked, so the answer takes as long as for a real user."""
-    return hash_password(secrets.token_urlsafe(24))
-
-
 class GatewayCredentials:
     """Issues and checks gateway credentials."""
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, box: SecretBox) -> None:
         self.db = db
+        self.box = box
+        # Legacy scrypt checks run one at a time: AUTHs against not-yet-upgraded credentials occupy one thread at most.
+        self._legacy_checks = asyncio.Semaphore(1)
+        # username -> (stored keyed hash, or None for no such / a revoked credential; when it was read)
+        self._recent: dict[str, tuple[str | None, float]] = {}
+
+    def _keyed_hash(self, username: str, password: str) -> str:
+        return f"{HMAC_SCHEME}${self.box.mac(_PURPOSE, username, password)}"
 
     async def issue(self, address: str, *, actor: str = "cli") -> IssuedCredential:
         """Issue a new credential for the identity with this address (case-insensitive). Earlier credentials of the
         identity stay valid until revoked. Raises NotFound for an unknown address."""
         wanted = address.strip().lower()
         password = secrets.token_urlsafe(24)
-        password_hash = await asyncio.to_thread(hash_password, password)
         for _attempt in range(5):
             try:
                 async with self.db.transaction() as session:
@@ -95,7 +114,10 @@ class GatewayCredentials:
                     username = f"{local}-{secrets.token_hex(3)}"
                     session.add(
                         GatewayCredential(
-                            identity_id=identity.id, username=username, password_hash=password_hash, created_by=actor
+                            identity_id=identity.id,
+                            username=username,
+                            password_hash=self._keyed_hash(username, password),
+                            created_by=actor,
                         )
                     )
                     await session.flush()
@@ -134,22 +156,70 @@ class GatewayCredentials:
     async def authenticate(self, username: str, password: str) -> int | None:
         """The identity id the credential belongs to, or None (unknown user, revoked, wrong password).
 
-        scrypt runs in a worker thread so the event loop keeps serving other sessions meanwhile; unknown and
-        revoked users are checked against a dummy hash so timing does not tell which usernames exist."""
-        async with self.db.session() as session:
+        The keyed hash takes microseconds. A wrong password for a username looked up in the last REFUSAL_CACHE_SECONDS
+        is refused from memory (see `_refused_from_memory`); every acceptance reads the database, so a revocation
+        counts at once. A legacy scrypt hash is checked in a worker thread, one at a time."""
+        candidates = self.box.macs(_PURPOSE, username, password)
+        if self._refused_from_memory(username, candidates):
+            return None
+        # Core on a plain connection rather than an ORM session: a fraction of the CPU, on a path anyone can call.
+        async with self.db.engine.connect() as connection:
             row = (
-                await session.execute(
+                await connection.execute(
                     select(
-                        GatewayCredential.identity_id, GatewayCredential.password_hash, GatewayCredential.revoked_at
+                        GatewayCredential.id,
+                        GatewayCredential.identity_id,
+                        GatewayCredential.password_hash,
+                        GatewayCredential.revoked_at,
                     ).where(GatewayCredential.username == username)
                 )
             ).one_or_none()
         if row is None or row.revoked_at is not None:
-            await asyncio.to_thread(verify_password, password, _dummy_hash())
+            self._remember(username, None)
             return None
-        if not await asyncio.to_thread(verify_password, password, row.password_hash):
-            return None
-        return int(row.identity_id)
+        scheme, _, stored = str(row.password_hash).partition("$")
+        if scheme == HMAC_SCHEME:
+            self._remember(username, stored)
+            matches = [i for i, mac in enumerate(candidates) if hmac.compare_digest(mac, stored)]
+            if not matches:
+                return None
+            if matches[0] > 0:  # keyed under an older secret key: re-key under the first
+                await self._store_hash(row.id, username, password)
+            return int(row.identity_id)
+        if scheme == "scrypt":
+            async with self._legacy_checks:
+                ok = await asyncio.to_thread(verify_password, password, str(row.password_hash))
+            if not ok:
+                return None
+            await self._store_hash(row.id, username, password)
+            log.info("gateway credential %s moved from scrypt to the keyed hash", username)
+            return int(row.identity_id)
+        return None
+
+    def _refused_from_memory(self, username: str, candidates: list[str]) -> bool:
+        """True when what this process read about `username` moments ago already proves the AUTH wrong: no such
+        (or a revoked) credential, or a keyed hash none of the candidates matches. A stored keyed hash only ever
+        changes to another hash of the same password (re-keying), so a mismatch is final; a match is never trusted
+        from memory. A flood of wrong AUTHs then costs no database query."""
+        known = self._recent.get(username)
+        if known is None or time.monotonic() - known[1] > REFUSAL_CACHE_SECONDS:
+            return False
+        stored = known[0]
+        return stored is None or not any(hmac.compare_digest(mac, stored) for mac in candidates)
+
+    def _remember(self, username: str, stored: str | None) -> None:
+        self._recent.pop(username, None)
+        self._recent[username] = (stored, time.monotonic())
+        while len(self._recent) > REFUSAL_CACHE_SIZE:
+            self._recent.pop(next(iter(self._recent)))  # the oldest
+
+    async def _store_hash(self, credential_id: int, username: str, password: str) -> None:
+        async with self.db.transaction() as session:
+            await session.execute(
+                update(GatewayCredential)
+                .where(GatewayCredential.id == credential_id)
+                .values(password_hash=self._keyed_hash(username, password))
+            )
 
 
 def _scrypt(password: bytes, salt: bytes, n: int, r: int, p: int, *, dklen: int = _KEY_BYTES) -> bytes:

@@ -1,33 +1,45 @@
 """Sending as an identity through the submission gateway: who may send, to whom, how much, and the relay.
 
 The SMTP edge (bot/smtp/gateway.py) asks these questions in protocol order and turns each answer into a reply code:
-AUTH -> `login`, MAIL -> `sender`, RCPT -> `recipient`, DATA -> `submit`. A credential sends only as its own
+AUTH -> `login`, MAIL -> `sender`, RCPT -> `recipient_suppressed` then `reserve` (one slot per recipient), DATA ->
+`submit`, and `release` for slots of a transaction that ended without DATA. A credential sends only as its own
 identity, only once that identity is verified, never to suppressed addresses, and only within the identity's
-sliding-window limits; then the message goes to the identity's own server or the platform relay."""
+sliding-window limits, counted in recipients; then one copy per recipient goes to the identity's own server or the
+platform relay (see `dispatch`).
+
+Once the receiving server accepted the message for any recipient, the mailer hears 250: a 4xx would make it send
+the whole message again, to the recipients that already have it. Recipients the server refused give their slot
+back and are reported by a delivery status notification to the return path (see `reports`). Only when no recipient
+was accepted does the mailer hear a failure: 451 (try again) or, when the server refused every recipient for good,
+554."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Sequence
 from dataclasses import dataclass
 from email import policy
 from email.message import EmailMessage
 from email.parser import BytesParser
 from enum import StrEnum
-from typing import cast
+from typing import Any, cast
 
+from bot.mail.copies import Copy, CopyResult, CopyStatus
 from bot.mail.delivery import Delivery
 from bot.services.gateway.credentials import GatewayCredentials
-from bot.services.gateway.outgoing import SentMail
+from bot.services.gateway.dispatch import Dispatcher, UnreadableMessage
+from bot.services.gateway.reports import DeliveryReports
 from bot.services.gateway.suppressions import Suppressions
-from bot.services.gateway.window import LimitDecision, SendingLimits
+from bot.services.gateway.window import Delivered, LimitDecision, SendingLimits
 from bot.services.identities import IdentityService
 from models import Database, Identity, IdentityStatus, Suppression
 
 log = logging.getLogger(__name__)
 
-Relay = Callable[[Identity, EmailMessage, str, list[str]], Awaitable[None]]
-"""(identity, message, mail_from, recipients) -> relays the message; raises if the server did not accept it."""
+# Headers naming who the message is from, as the recipient sees it: each must name the identity (RFC 5322 3.6.2 and
+# 3.6.6; a Resent-From is shown as the author of a re-sent message by many clients).
+AUTHOR_HEADERS = ("From", "Sender", "Resent-From", "Resent-Sender")
 
 
 class IdentityRelay:
@@ -37,9 +49,9 @@ class IdentityRelay:
         self.delivery = delivery
         self.identities = identities
 
-    async def __call__(self, identity: Identity, message: EmailMessage, mail_from: str, recipients: list[str]) -> None:
+    async def __call__(self, identity: Identity, copies: list[Copy]) -> list[CopyResult]:
         server = await self.identities.sending_server(identity)
-        await self.delivery.send_as(server, message, sender=mail_from, recipients=recipients)
+        return await self.delivery.send_copies(server, copies)
 
 
 @dataclass(frozen=True)
@@ -50,6 +62,14 @@ class GatewayLogin:
     username: str
 
 
+@dataclass(frozen=True)
+class Slot:
+    """A recipient accepted at RCPT, with the sending slot reserved for it."""
+
+    reservation_id: int
+    recipient: str
+
+
 class SenderVerdict(StrEnum):
     OK = "ok"
     NOT_AUTHORIZED = "not_authorized"  # not this credential's identity
@@ -57,18 +77,22 @@ class SenderVerdict(StrEnum):
 
 
 class Outcome(StrEnum):
-    RELAYED = "relayed"
+    RELAYED = "relayed"  # accepted for every recipient
+    PARTLY_RELAYED = "partly_relayed"  # accepted for some; the others are reported by DSN
     NO_FROM = "no_from"
     HEADER_NOT_AUTHORIZED = "header_not_authorized"
-    OVER_LIMIT = "over_limit"
-    RELAY_FAILED = "relay_failed"
+    UNREADABLE = "unreadable"
+    REFUSED = "refused"  # the receiving server refused every recipient for good
+    RELAY_FAILED = "relay_failed"  # nothing accepted: try again later
 
 
 @dataclass(frozen=True)
 class Submitted:
     outcome: Outcome
     author: str | None = None  # HEADER_NOT_AUTHORIZED: the address the headers named
-    decision: LimitDecision | None = None  # OVER_LIMIT: which limit, and when a slot frees
+    accepted: int = 0
+    recipients: int = 0
+    refusal: CopyResult | None = None  # REFUSED: the first refusal, to quote
 
 
 def header_addresses(message: EmailMessage, name: str) -> list[str]:
@@ -83,6 +107,22 @@ def header_addresses(message: EmailMessage, name: str) -> list[str]:
     return found
 
 
+def check_authors(message: EmailMessage, identity: Identity) -> Submitted | None:
+    """The envelope alone proves nothing to the recipient: every author header they see must name this identity.
+    None when they do; else the refusal."""
+    if not header_addresses(message, "From"):
+        return Submitted(Outcome.NO_FROM)
+    for name in AUTHOR_HEADERS:
+        for author in header_addresses(message, name):
+            if author.lower() != identity.address.lower():
+                return Submitted(Outcome.HEADER_NOT_AUTHORIZED, author=author)
+    return None
+
+
+def _parse(raw: bytes) -> EmailMessage:
+    return cast(EmailMessage, BytesParser(policy=policy.default).parsebytes(raw))
+
+
 class Submission:
     """The gateway's decisions, in the order the SMTP conversation asks for them."""
 
@@ -91,16 +131,18 @@ class Submission:
         db: Database,
         credentials: GatewayCredentials,
         window: SendingLimits,
-        relay: Relay,
+        dispatcher: Dispatcher,
         *,
+        reports: DeliveryReports | None = None,
         suppressions: Suppressions | None = None,
     ) -> None:
         self.db = db
         self.credentials = credentials
         self.window = window
-        self.relay = relay
+        self.dispatcher = dispatcher
+        self.reports = reports
         self.suppressions = suppressions or Suppressions(db)
-        self.sent = SentMail(db)
+        self._background: set[asyncio.Future[Any]] = set()
 
     async def login(self, username: str, password: str) -> GatewayLogin | None:
         identity_id = await self.credentials.authenticate(username, password)
@@ -125,47 +167,87 @@ class Submission:
         """RCPT TO: an address suppressed for the identity's team gets nothing from any of its identities."""
         return await self.suppressions.find(identity.team_id, address)
 
-    async def submit(self, identity: Identity, raw: bytes, mail_from: str, recipients: list[str]) -> Submitted:
-        """DATA: the headers must name the identity; then take a slot, relay, and confirm (or give the slot back)."""
-        message = cast(EmailMessage, BytesParser(policy=policy.default).parsebytes(raw))
-        # The envelope alone proves nothing to the recipient: the From (and Sender) they see must be this identity.
-        authors = header_addresses(message, "From")
-        if not authors:
-            return Submitted(Outcome.NO_FROM)
-        for author in authors + header_addresses(message, "Sender"):
-            if author.lower() != identity.address.lower():
-                return Submitted(Outcome.HEADER_NOT_AUTHORIZED, author=author)
-        decision = await self.window.reserve(identity.id, recipients=len(recipients))
+    async def reserve(self, identity: Identity, address: str) -> LimitDecision:
+        """RCPT TO: take the recipient's slot in the identity's window (or say which limit is full, until when)."""
+        decision = await self.window.reserve(identity, address)
         if not decision.allowed:
             log.info("gateway: %s over its %s limit of %s", identity.address, decision.limit, decision.limit_value)
-            return Submitted(Outcome.OVER_LIMIT, decision=decision)
-        assert decision.reservation_id is not None
-        try:
-            await self.relay(identity, message, mail_from, recipients)
-        except Exception as exc:  # noqa: BLE001 - any relay failure is temporary for the client; details stay here
-            # The text of a relay error may quote the upstream server or its credentials: log the type only.
-            log.warning("gateway: relay failed for %s (%s)", identity.address, type(exc).__name__)
-            await self._settle(self.window.release, decision.reservation_id)
-            return Submitted(Outcome.RELAY_FAILED)
-        # Accepted upstream: the client must hear 250 even if recording that fails, or it would send it again.
-        await self._settle(self.window.confirm, decision.reservation_id)
-        await self._record(identity, message, recipients)
-        return Submitted(Outcome.RELAYED)
+        return decision
 
-    async def _record(self, identity: Identity, message: EmailMessage, recipients: list[str]) -> None:
-        """Remember who was sent what, for the reports that may come back about it."""
-        message_id = " ".join(str(message.get("Message-ID", "")).split()) or None
+    async def release(self, slots: Sequence[Slot]) -> None:
+        """The transaction ended without DATA (RSET, a new EHLO, the connection closed): give its slots back."""
+        if slots:
+            await self.window.release([s.reservation_id for s in slots])
+
+    async def submit(self, identity: Identity, raw: bytes, mail_from: str, slots: Sequence[Slot]) -> Submitted:
+        """DATA: the headers must name the identity; then one copy per recipient goes out, and each slot is
+        confirmed (accepted) or given back (refused, failed). Every slot is settled whatever happens."""
+        settled = False
         try:
-            async with self.db.transaction() as session:
-                await self.sent.record(
-                    session, identity, recipients, message_id=message_id, verp=False, at=self.window.clock()
-                )
-        except Exception:  # noqa: BLE001 - the mail went out; losing the record only weakens later attribution
-            log.exception("gateway: could not record the recipients of a message from %s", identity.address)
+            message = await asyncio.to_thread(_parse, raw)
+            refusal = check_authors(message, identity)
+            if refusal is not None:
+                return refusal
+            recipients = [s.recipient for s in slots]
+            try:
+                sent = await self.dispatcher.send(identity, message, mail_from, recipients)
+            except UnreadableMessage as exc:
+                log.info("gateway: a message from %s could not be written out (%s)", identity.address, exc)
+                return Submitted(Outcome.UNREADABLE)
+            outcomes = list(zip(slots, sent.results, strict=True))  # the copies went in the order of the slots
+            delivered = [
+                Delivered(s.reservation_id, sent.message_id, sent.verp_tokens.get(s.recipient))
+                for s, result in outcomes
+                if result.status == CopyStatus.ACCEPTED
+            ]
+            released = [s.reservation_id for s, result in outcomes if result.status != CopyStatus.ACCEPTED]
+            settled = await self._settle(delivered, released)
+            return self._outcome(identity, raw, mail_from, sent.results)
+        finally:
+            if not settled:
+                await self._release_quietly(slots)
+
+    def _outcome(self, identity: Identity, raw: bytes, mail_from: str, results: list[CopyResult]) -> Submitted:
+        accepted = [r for r in results if r.status == CopyStatus.ACCEPTED]
+        others = [r for r in results if r.status != CopyStatus.ACCEPTED]
+        if accepted:
+            if others and self.reports is not None:
+                self._in_background(self.reports.report(mail_from, raw, others))
+            outcome = Outcome.PARTLY_RELAYED if others else Outcome.RELAYED
+            return Submitted(outcome, accepted=len(accepted), recipients=len(results))
+        log.info("gateway: no recipient of a message from %s was accepted", identity.address)
+        if others and all(r.permanent for r in others):
+            return Submitted(Outcome.REFUSED, recipients=len(results), refusal=others[0])
+        return Submitted(Outcome.RELAY_FAILED, recipients=len(results))
+
+    async def _settle(self, delivered: list[Delivered], released: list[int]) -> bool:
+        """Record what went out. The mail has gone: a failure here must not turn into a 4xx (the mailer would send
+        it again), so it is logged, and the slots stay reserved (counted: the safe side)."""
+        try:
+            await self.window.settle(delivered, released)
+        except Exception:  # noqa: BLE001
+            log.exception("gateway: could not record the outcome of %d recipient(s)", len(delivered) + len(released))
+        return True
+
+    async def _release_quietly(self, slots: Sequence[Slot]) -> None:
+        try:
+            await self.release(slots)
+        except Exception:  # noqa: BLE001 - a slot left reserved stays counted, the safe side
+            log.exception("gateway: could not give back %d slot(s)", len(slots))
+
+    def _in_background(self, work: Any) -> None:
+        task = asyncio.ensure_future(self._quietly(work))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     @staticmethod
-    async def _settle(action: Callable[[int], Awaitable[None]], reservation_id: int) -> None:
+    async def _quietly(work: Any) -> None:
         try:
-            await action(reservation_id)
-        except Exception:  # noqa: BLE001 - a reservation left "reserved" stays counted, which is the safe side
-            log.exception("gateway: could not settle reservation %s", reservation_id)
+            await work
+        except Exception:  # noqa: BLE001 - the mail went out; only the report about it is lost
+            log.exception("gateway: a delivery report could not be sent")
+
+    async def drain(self, grace: float = 10.0) -> None:
+        """Let background work (delivery reports) finish, briefly."""
+        if self._background:
+            await asyncio.wait(set(self._background), timeout=grace)

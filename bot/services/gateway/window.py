@@ -1,17 +1,20 @@
-"""The per-identity sliding window: every message sent as an identity takes a slot in the last hour and the last day.
+"""The per-identity sliding window: every recipient of mail sent as an identity takes a slot in the last hour and the
+last day.
 
-A sliding log (one `SentMessage` row per accepted message, counted over the last 3600 s and 86400 s) is exact at
-these volumes and has no boundary burst: a fixed hourly window would let 40 go at 12:59 and 40 more at 13:00.
+The unit is the RECIPIENT ("emails (recipients) per hour"), as receiving providers and the limits of the big sending
+services count: one message to 100 people is 100 emails. A slot is a `SentRecipient` row: reserved at RCPT (so a
+recipient over the limit is refused there, with 452, and a message is never half-refused after DATA), confirmed
+once the upstream server accepted the message for that recipient, deleted when it refused it or the relay failed.
 
-The unit is the MESSAGE: one row per message the gateway accepts, whatever its recipient count (the count is kept on
-the row for information). Reservations are atomic across processes: on PostgreSQL the identity row is locked
-(`SELECT ... FOR UPDATE`) for the count-and-insert; on SQLite every transaction of `Database` is `BEGIN IMMEDIATE`,
-which already serializes writers across processes.
+A sliding log (one row per recipient, counted over the last 3600 s and 86400 s) is exact at these volumes and has no
+boundary burst: a fixed hourly window would let 40 go at 12:59 and 40 more at 13:00. Reservations are atomic across
+processes: on PostgreSQL the identity row is locked (`SELECT ... FOR UPDATE`) for the count-and-insert; on SQLite
+every transaction of `Database` is `BEGIN IMMEDIATE`, which already serializes writers across processes.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -19,7 +22,8 @@ from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.services.errors import NotFound
-from models import Database, Identity, SentMessage, SlotState
+from bot.services.gateway.suppressions import address_key
+from models import Database, Identity, SentRecipient, SlotState
 from models.base import utcnow
 
 HOUR = timedelta(seconds=3600)
@@ -28,15 +32,24 @@ DAY = timedelta(seconds=86400)
 
 @dataclass(frozen=True)
 class LimitDecision:
-    """The outcome of `reserve` (or the current state, from `usage`)."""
+    """The outcome of `reserve` (or the current state, from `usage`). Counts are recipients."""
 
     allowed: bool
-    reservation_id: int | None  # SentMessage.id when a slot was reserved
+    reservation_id: int | None  # SentRecipient.id when a slot was reserved
     limit: str | None  # "hourly" | "daily": the limit that refused (or that is full, for `usage`)
     limit_value: int | None
     retry_at: datetime | None  # when the counted send that blocks leaves the window, i.e. when a slot frees
     sent_last_hour: int
     sent_last_day: int
+
+
+@dataclass(frozen=True)
+class Delivered:
+    """A reserved slot whose recipient the upstream server accepted: what to remember about it."""
+
+    reservation_id: int
+    message_id: str | None
+    verp_token: str | None = None
 
 
 @dataclass(frozen=True)
@@ -54,38 +67,54 @@ class SendingLimits:
         self.db = db
         self.clock = clock
 
-    async def reserve(self, identity_id: int, *, recipients: int = 1) -> LimitDecision:
-        """Take a slot for one message if both windows have room, atomically across processes.
+    async def reserve(self, identity: Identity, recipient: str) -> LimitDecision:
+        """Take a slot for one recipient if both windows have room, atomically across processes.
 
         Refused: `limit` names the limit that blocks (when both are full, the one that frees last) and `retry_at`
         is when its blocking send leaves the window. Raises NotFound for an unknown identity.
         """
         async with self.db.transaction() as session:
-            hourly_limit, daily_limit = await self._lock_identity(session, identity_id)
+            hourly_limit, daily_limit = await self._lock_identity(session, identity.id)
             now = self.clock()  # read under the lock, so the log's times follow the order slots were taken
-            hour, day = await self._windows(session, identity_id, hourly_limit, daily_limit, now)
-            blocked = await self._blocking(session, identity_id, now, (hour, day))
+            hour, day = await self._windows(session, identity.id, hourly_limit, daily_limit, now)
+            blocked = await self._blocking(session, identity.id, now, (hour, day))
             if blocked is not None:
                 window, retry_at = blocked
                 return LimitDecision(False, None, window.name, window.limit, retry_at, hour.count, day.count)
             reservation_id = await session.scalar(
-                insert(SentMessage)
-                .values(identity_id=identity_id, sent_at=now, recipients=recipients, state=SlotState.RESERVED)
-                .returning(SentMessage.id)
+                insert(SentRecipient)
+                .values(
+                    identity_id=identity.id,
+                    team_id=identity.team_id,
+                    recipient=recipient[:320],
+                    recipient_key=address_key(recipient)[:320],
+                    state=SlotState.RESERVED,
+                    sent_at=now,
+                )
+                .returning(SentRecipient.id)
             )
         return LimitDecision(True, reservation_id, None, None, None, hour.count + 1, day.count + 1)
 
-    async def confirm(self, reservation_id: int) -> None:
-        """The server accepted the message: the slot stays taken for good."""
+    async def settle(self, delivered: Sequence[Delivered], released: Sequence[int]) -> None:
+        """After the relay, in one transaction: slots whose recipient the server accepted stay taken for good (with
+        the Message-ID and return-path token a later report is matched by); the others are given back."""
         async with self.db.transaction() as session:
-            await session.execute(
-                update(SentMessage).where(SentMessage.id == reservation_id).values(state=SlotState.SENT)
-            )
+            for slot in delivered:
+                await session.execute(
+                    update(SentRecipient)
+                    .where(SentRecipient.id == slot.reservation_id)
+                    .values(
+                        state=SlotState.SENT,
+                        message_id=slot.message_id[:998] if slot.message_id else None,
+                        verp_token=slot.verp_token,
+                    )
+                )
+            if released:
+                await session.execute(delete(SentRecipient).where(SentRecipient.id.in_(list(released))))
 
-    async def release(self, reservation_id: int) -> None:
-        """The relay failed before the server accepted the message: give the slot back."""
-        async with self.db.transaction() as session:
-            await session.execute(delete(SentMessage).where(SentMessage.id == reservation_id))
+    async def release(self, reservation_ids: Sequence[int]) -> None:
+        """Give slots back: the transaction ended without relaying to these recipients."""
+        await self.settle((), reservation_ids)
 
     async def usage(self, identity_id: int) -> LimitDecision:
         """The same numbers without reserving (for `/identity show`): allowed = a slot is free now; when full,
@@ -120,9 +149,9 @@ class SendingLimits:
         self, session: AsyncSession, identity_id: int, hourly_limit: int, daily_limit: int, now: datetime
     ) -> tuple[_Window, _Window]:
         query = select(
-            func.count().filter(SentMessage.sent_at > now - HOUR),
+            func.count().filter(SentRecipient.sent_at > now - HOUR),
             func.count(),
-        ).where(SentMessage.identity_id == identity_id, SentMessage.sent_at > now - DAY)
+        ).where(SentRecipient.identity_id == identity_id, SentRecipient.sent_at > now - DAY)
         in_hour, in_day = (await session.execute(query)).one()
         return (
             _Window("hourly", HOUR, hourly_limit, int(in_hour or 0)),
@@ -141,9 +170,9 @@ class SendingLimits:
             # that is the oldest one; if the limit was lowered below the count, a later one.
             leaving = window.count - window.limit
             query = (
-                select(SentMessage.sent_at)
-                .where(SentMessage.identity_id == identity_id, SentMessage.sent_at > now - window.length)
-                .order_by(SentMessage.sent_at, SentMessage.id)
+                select(SentRecipient.sent_at)
+                .where(SentRecipient.identity_id == identity_id, SentRecipient.sent_at > now - window.length)
+                .order_by(SentRecipient.sent_at, SentRecipient.id)
                 .offset(leaving)
                 .limit(1)
             )

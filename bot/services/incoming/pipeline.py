@@ -27,6 +27,7 @@ from bot.mail.delivery import Delivery
 from bot.mail.domains import PlatformDomains
 from bot.services import audit
 from bot.services.gateway.suppressions import Suppressions
+from bot.services.gateway.unsubscribe import Unsubscribes
 from bot.services.incoming.forwarding import build_forward
 from bot.services.incoming.locks import processing_locks
 from bot.services.incoming.rules import Classification, classify
@@ -41,6 +42,10 @@ SUPPRESSION_REASONS = {
     MessageKind.COMPLAINT: SuppressionReason.COMPLAINT,
     MessageKind.UNSUBSCRIBE: SuppressionReason.UNSUBSCRIBE,
 }
+
+# A message to unsubscribe+TOKEN@ addresses (see `_one_click_by_mail`) acts on at most this many of them.
+MAX_UNSUBSCRIBES_PER_MESSAGE = 5
+ONE_CLICK_RULE = "list-unsubscribe-mailto"
 
 Forward = Callable[[Identity, EmailMessage], Awaitable[None]]
 """Hands a built forward to the mail system (see LeadForwarder)."""
@@ -64,8 +69,17 @@ class LeadForwarder:
 class IncomingMail:
     """Processes stored inbound messages: classify, record, then suppress / hand over tokens / forward leads."""
 
-    def __init__(self, db: Database, domains: PlatformDomains, *, on_tokens: OnTokens, forward: Forward) -> None:
+    def __init__(
+        self,
+        db: Database,
+        domains: PlatformDomains,
+        *,
+        on_tokens: OnTokens,
+        forward: Forward,
+        unsubscribes: Unsubscribes | None = None,
+    ) -> None:
         self.db = db
+        self.unsubscribes = unsubscribes
         # Our own domains: an address on them is never suppressed, and forwards are sent From one of them.
         self.domains = domains
         self.on_tokens = on_tokens
@@ -112,6 +126,8 @@ class IncomingMail:
 
     async def _process_row(self, row: InboundMessage) -> None:
         message_id = row.id
+        if await self._one_click_by_mail(row):
+            return
         # Parsing a large message is CPU work: keep it off the event loop.
         result = await asyncio.to_thread(classify, row.raw)
         identity = await self._identity_for(row.rcpt_tos)
@@ -145,6 +161,25 @@ class IncomingMail:
                     forwarded_at=forwarded_at,
                 )
             )
+
+    async def _one_click_by_mail(self, row: InboundMessage) -> bool:
+        """Mail to the unsubscribe+TOKEN@ address of a List-Unsubscribe header (RFC 8058's mailto:): the token alone
+        says who and for which team, whatever the message says. True when the message was one (then it is done)."""
+        if self.unsubscribes is None:
+            return False
+        tokens = [t for t in (self.domains.unsubscribe_token(r) for r in row.rcpt_tos) if t]
+        if not tokens:
+            return False
+        for token in dict.fromkeys(tokens[:MAX_UNSUBSCRIBES_PER_MESSAGE]):
+            await self.unsubscribes.unsubscribe(token, via="mail", source_message_id=row.id)
+        async with self.db.transaction() as session:
+            await session.execute(
+                update(InboundMessage)
+                .where(InboundMessage.id == row.id, InboundMessage.processed_at.is_(None))
+                .values(classification=MessageKind.UNSUBSCRIBE, classified_by=ONE_CLICK_RULE, processed_at=utcnow())
+            )
+        log.info("incoming: message %s is a one-click unsubscribe by mail", row.id)
+        return True
 
     async def _identity_for(self, rcpt_tos: list[str]) -> Identity | None:
         """The identity the message was addressed to: its address or its tracking address, first recipient first."""

@@ -18,6 +18,7 @@ from typing import Any
 from sqlalchemy import func, or_, select
 
 from bot.mail.domains import PlatformDomains
+from bot.services.gateway.unsubscribe import Unsubscribes
 from models import Database, Identity, InboundMessage
 from models.base import utcnow
 from models.db import dialect_insert, without_sql_parameters
@@ -66,11 +67,17 @@ class InboundStore:
     MAX_CONCURRENT_PROCESSING at once); a failure there leaves the row pending for the sweep to retry."""
 
     def __init__(
-        self, db: Database, domains: PlatformDomains, *, on_stored: Callable[[int], Awaitable[None]] | None = None
+        self,
+        db: Database,
+        domains: PlatformDomains,
+        *,
+        on_stored: Callable[[int], Awaitable[None]] | None = None,
+        unsubscribes: Unsubscribes | None = None,
     ) -> None:
         self.db = db
         self.domains = domains
         self.on_stored = on_stored
+        self.unsubscribes = unsubscribes
         # Strong references: the event loop only keeps weak ones, and a collected task silently stops.
         self._tasks: set[asyncio.Future[Any]] = set()
         self._waiting: list[Waiting] = []
@@ -78,10 +85,14 @@ class InboundStore:
         self._processing = asyncio.Semaphore(MAX_CONCURRENT_PROCESSING)
 
     async def serves(self, address: str) -> bool:
-        """True for identity addresses on the platform domain and for tracking addresses."""
+        """True for identity addresses on the platform domain, tracking addresses, and the unsubscribe addresses of
+        List-Unsubscribe headers (unsubscribe+TOKEN@, only for tokens that exist)."""
         wanted = address.strip().lower()
         if not self.domains.is_own(wanted):
             return False
+        token = self.domains.unsubscribe_token(wanted)
+        if token is not None:
+            return self.unsubscribes is not None and await self.unsubscribes.find(token) is not None
         async with self.db.session() as session:
             found = await session.scalar(
                 select(func.count()).where(or_(Identity.address == wanted, Identity.tracking_address == wanted))
