@@ -44,7 +44,10 @@ def upgrade() -> None:
         sa.Column("sent_at", models.base.UTCDateTime(timezone=True), nullable=False),
         sa.CheckConstraint("state IN ('reserved', 'sent')", name=op.f("ck_sent_recipients_state")),
         sa.ForeignKeyConstraint(
-            ["identity_id"], ["identities.id"], name=op.f("fk_sent_recipients_identity_id_identities"), ondelete="CASCADE"
+            ["identity_id"],
+            ["identities.id"],
+            name=op.f("fk_sent_recipients_identity_id_identities"),
+            ondelete="CASCADE",
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_sent_recipients")),
         sa.UniqueConstraint("verp_token", name=op.f("uq_sent_recipients_verp_token")),
