@@ -13,6 +13,7 @@ import ssl
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from slack_bolt.async_app import AsyncApp
 from slack_sdk.http_retry.builtin_async_handlers import (
@@ -28,10 +29,12 @@ from bot.jobs import Jobs
 from bot.logs import library_logger, quiet_libraries
 from bot.mail.delivery import Delivery, InboundAddress
 from bot.mail.domains import PlatformDomains
+from bot.mail.netguard import is_loopback
 from bot.mail.outbound import MailSender, SmtpServer
 from bot.services.gateway import GatewayCredentials, IdentityRelay, IssuedCredential, SendingLimits, Submission
 from bot.services.identities import IdentityService
-from bot.services.incoming import InboundStore, IncomingMail, LeadForwarder
+from bot.services.incoming import Drain, InboundStore, IncomingMail, JudgePool, LeadForwarder
+from bot.services.incoming.pipeline import Judge
 from bot.services.limits import LimitService
 from bot.services.notifier import Notifier, NullNotifier
 from bot.services.policy import ManagerDirectory, Policy
@@ -85,6 +88,7 @@ class Core:
     incoming: IncomingMail
     store: InboundStore
     submission: Submission
+    drain: Drain
 
 
 def build_core(
@@ -94,6 +98,7 @@ def build_core(
     managers: ManagerDirectory,
     *,
     inbound_address: InboundAddress = lambda: None,
+    judge: Judge | None = None,
 ) -> Core:
     s = settings
     domains = domains_of(s)
@@ -118,10 +123,27 @@ def build_core(
         window=window,
         credentials=credentials,
     )
-    incoming = IncomingMail(db, domains, on_tokens=verification.on_tokens, forward=LeadForwarder(delivery, domains))
-    store = InboundStore(db, domains, on_stored=incoming.process)
+    incoming = IncomingMail(
+        db,
+        domains,
+        on_tokens=verification.on_tokens,
+        forward=LeadForwarder(delivery, domains),
+        notifier=notifier,
+        judge=judge,
+    )
+    drain = Drain(incoming)
+    store = InboundStore(db, domains, on_stored=drain.notify)
     submission = Submission(db, credentials, window, IdentityRelay(delivery, identities))
-    return Core(services, delivery, incoming, store, submission)
+    return Core(services, delivery, incoming, store, submission, drain)
+
+
+def server_tls(files: tuple[Path, Path] | None) -> ssl.SSLContext | None:
+    """A server-side TLS context for STARTTLS from (certificate, key) files."""
+    if files is None:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(*files)
+    return context
 
 
 @dataclass
@@ -133,6 +155,9 @@ class Runtime:
     app: AsyncApp = field(init=False)
     services: Services = field(init=False)
     managers: SlackManagerDirectory = field(init=False)
+    incoming: IncomingMail = field(init=False)
+    drain: Drain = field(init=False)
+    judges: JudgePool = field(init=False)
     inbound: InboundServer = field(init=False)
     gateway: SubmissionGateway = field(init=False)
     slack: SlackServer = field(init=False)
@@ -156,17 +181,23 @@ class Runtime:
             logger=library_logger("slack_bolt.identity_bot"),  # Bolt copies this level to its loggers
         )
         self.managers = SlackManagerDirectory(client, s.managers)
-        notifier = SlackNotifier(client, self.managers, approvals_channel=s.approvals_channel)
-        core = build_core(s, self.db, notifier, self.managers, inbound_address=self._inbound_address)
+        notifier = SlackNotifier(
+            client, self.managers, approvals_channel=s.approvals_channel, ops_channel=s.ops_channel
+        )
+        # Judging untrusted mail runs in one worker process: on 2 cores the event loop keeps the other.
+        self.judges = JudgePool(1)
+        core = build_core(s, self.db, notifier, self.managers, inbound_address=self._inbound_address, judge=self.judges)
         self.services = core.services
-        self.inbound = InboundServer(core.store)
-        tls = None
-        if s.submission_tls is not None:
-            tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-            tls.load_cert_chain(*s.submission_tls)
-        self.gateway = SubmissionGateway(core.submission, tls_context=tls)
+        self.incoming = core.incoming
+        self.drain = core.drain
+        self.inbound = InboundServer(core.store, tls_context=server_tls(s.inbound_tls))
+        self.gateway = SubmissionGateway(core.submission, tls_context=server_tls(s.submission_tls))
         self.jobs = Jobs(
-            core.services.verification, core.incoming, core.services.limits, tracking_timeout=s.tracking_timeout
+            core.services.verification,
+            core.incoming,
+            core.services.limits,
+            tracking_timeout=s.tracking_timeout,
+            drain=core.drain,
         )
         self.slack = SlackServer(self.app, host=s.host, port=s.port, app_token=s.slack_app_token, healthy=self.db.ping)
         handlers.register(self.app, self.services)
@@ -182,6 +213,14 @@ class Runtime:
         await self.db.upgrade()
         await self.inbound.start(s.inbound_smtp.host, s.inbound_smtp.port)
         log.info("inbound SMTP server on %s:%s", self.inbound.host, self.inbound.port)
+        if s.inbound_tls is None and not is_loopback(s.inbound_smtp.host):
+            log.warning(
+                "INBOUND_SMTP listens on %s without INBOUND_TLS_CERT/INBOUND_TLS_KEY: no STARTTLS is offered, and "
+                "the big mailbox providers mark mail to an MX without it insecure (fine if a front MX terminates TLS)",
+                s.inbound_smtp.host,
+            )
+        if not s.ops_channel:
+            log.info("OPS_CHANNEL is not set: operator notices (postmaster@ mail, parked messages) go to the log only")
         await self.gateway.start(s.submission_smtp.host, s.submission_smtp.port)
         if s.relay is None:
             log.warning(
@@ -200,6 +239,8 @@ class Runtime:
         for server in (getattr(self, "gateway", None), getattr(self, "inbound", None)):
             if server is not None:
                 await server.stop()
+        if getattr(self, "judges", None) is not None:
+            await self.judges.close()
         if getattr(self, "slack", None) is not None:
             await self.slack.stop()
         if getattr(self, "db", None) is not None:

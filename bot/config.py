@@ -70,6 +70,8 @@ class Settings:
     tracking_timeout: float
     smtp_timeout: float
     submission_tls: tuple[Path, Path] | None
+    inbound_tls: tuple[Path, Path] | None
+    ops_channel: str | None
     log_level: str
 
     @property
@@ -192,6 +194,9 @@ def _slack_settings(get: Env, require_slack: bool) -> dict[str, Any]:
     approvals = get("APPROVALS_CHANNEL")
     if approvals and not re.fullmatch(r"[CGD][A-Z0-9_]{2,}", approvals):
         raise ConfigError("APPROVALS_CHANNEL", f"expected a channel ID (C…), got {approvals!r}")
+    ops = get("OPS_CHANNEL")
+    if ops and not re.fullmatch(r"[CGD][A-Z0-9_]{2,}", ops):
+        raise ConfigError("OPS_CHANNEL", f"expected a channel ID (C…), got {ops!r}")
     return {
         "slack_bot_token": bot_token,
         "slack_signing_secret": signing_secret,
@@ -200,6 +205,7 @@ def _slack_settings(get: Env, require_slack: bool) -> dict[str, Any]:
         "host": host,
         "port": int(port),
         "approvals_channel": approvals,
+        "ops_channel": ops,
         "managers": _slack_id_list("MANAGERS", get("MANAGERS") or ""),
     }
 
@@ -250,4 +256,5 @@ def _mail_settings(get: Env) -> dict[str, Any]:
         "tracking_timeout": _seconds(get, "TRACKING_TIMEOUT", "600"),
         "smtp_timeout": _seconds(get, "SMTP_TIMEOUT", "15", at_most=60),
         "submission_tls": submission_tls,
+        "inbound_tls": _tls_files(get, "INBOUND_TLS_CERT", "INBOUND_TLS_KEY"),
     }

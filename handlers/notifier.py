@@ -7,11 +7,12 @@ import logging
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.services.notifier import StepEvent
+from bot.services.notifier import OperatorNotice, StepEvent
 from bot.services.policy import ManagerDirectory
 from handlers.blocks import Message
 from handlers.identity.messages import identity_updated
 from handlers.limits.views import approval_request, decision_for_requester, limits_changed
+from handlers.operator import operator_message
 from handlers.verification.views import identity_panel, ready_message, step_event_message
 from models import Identity, LimitRequest, VerificationStep
 
@@ -20,11 +21,17 @@ log = logging.getLogger(__name__)
 
 class SlackNotifier:
     def __init__(
-        self, client: AsyncWebClient, managers: ManagerDirectory, *, approvals_channel: str | None = None
+        self,
+        client: AsyncWebClient,
+        managers: ManagerDirectory,
+        *,
+        approvals_channel: str | None = None,
+        ops_channel: str | None = None,
     ) -> None:
         self.client = client
         self.managers = managers
         self.approvals_channel = approvals_channel
+        self.ops_channel = ops_channel
 
     async def post(
         self, channel: str, message: Message, *, fallback_user: str | None = None, thread_ts: str | None = None
@@ -119,3 +126,8 @@ class SlackNotifier:
 
     async def limits_changed(self, identity: Identity, actor: str) -> None:
         await self.post(identity.notices_channel, limits_changed(identity, actor), fallback_user=actor)
+
+    async def operator_notice(self, notice: OperatorNotice) -> None:
+        """To OPS_CHANNEL when set; the services have already logged it."""
+        if self.ops_channel:
+            await self.post(self.ops_channel, operator_message(notice))

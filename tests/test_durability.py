@@ -30,7 +30,7 @@ from sqlalchemy import select
 
 from bot.mail.messages import FORWARDED_HEADER, TOKEN_HEADER
 from bot.sandbox import FakeSlack, SlackClient
-from bot.services.incoming.store import MAX_CONCURRENT_PROCESSING
+from bot.services.incoming.drain import DRAIN_CONCURRENCY as MAX_CONCURRENT_PROCESSING
 from handlers.verification.ids import Verification as V
 from models import Database, Identity, InboundMessage, MessageKind, StepStatus, VerificationStep
 from tests.companymail import CompanyMail, start_company_mail

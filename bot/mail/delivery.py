@@ -52,7 +52,7 @@ class Delivery:
             return f"accepted by {server.host}:{server.port}"
         return await self.send_from_platform(message, sender=sender, recipients=recipients)
 
-    async def send_from_platform(self, message: EmailMessage, *, sender: str, recipients: list[str]) -> str:
+    async def send_from_platform(self, message: EmailMessage | bytes, *, sender: str, recipients: list[str]) -> str:
         own = [r for r in recipients if self._is_own(r)]
         other = [r for r in recipients if not self._is_own(r)]
         routes: list[str] = []
@@ -72,10 +72,10 @@ class Delivery:
                 routes.append(f"stored in the local outbox ({path.name}); set RELAY_SMTP_URL to deliver")
         return "; ".join(routes)
 
-    def _to_outbox(self, message: EmailMessage, sender: str, recipients: list[str]) -> Path:
+    def _to_outbox(self, message: EmailMessage | bytes, sender: str, recipients: list[str]) -> Path:
         self.outbox.mkdir(parents=True, exist_ok=True)
         path = self.outbox / f"{int(time.time())}-{uuid.uuid4().hex[:8]}.eml"
         envelope = f"X-Envelope-From: {sender}\nX-Envelope-To: {', '.join(recipients)}\n"
-        path.write_bytes(envelope.encode() + message.as_bytes())
+        path.write_bytes(envelope.encode() + (message if isinstance(message, bytes) else message.as_bytes()))
         log.info("no RELAY_SMTP_URL: message for %d recipient(s) written to %s", len(recipients), path)
         return path

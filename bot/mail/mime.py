@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from email import policy
 from email.feedparser import BytesFeedParser
 from email.message import EmailMessage, Message
+from email.parser import BytesHeaderParser
 from email.utils import getaddresses
 from functools import cached_property
 from typing import Any
@@ -173,6 +174,15 @@ def _reply_parser() -> Any:
     if "parser" not in _PARSERS:
         _PARSERS["parser"] = EmailReplyParser(languages=REPLY_LANGUAGES)
     return _PARSERS["parser"]
+
+
+def header_summary(raw: bytes) -> dict[str, str]:
+    """From, To, Subject and Message-ID of a raw message as text (only its first 64 KB of headers are read)."""
+    try:
+        headers = BytesHeaderParser(policy=policy.default).parsebytes(raw[:65536])
+    except Exception:  # noqa: BLE001 - unreadable headers: an empty summary
+        return {}
+    return {name: header_text(headers, name)[:500] for name in ("From", "To", "Subject", "Message-ID")}
 
 
 def header_text(message: Message, name: str) -> str:

@@ -149,13 +149,14 @@ class MailSender:
     async def send(
         self,
         server: SmtpServer,
-        message: EmailMessage,
+        message: EmailMessage | bytes,
         *,
         sender: str | None = None,
         recipients: list[str] | None = None,
         trusted: bool = False,
     ) -> None:
-        """Send one message; `sender`/`recipients` default to the message headers. `trusted` (the platform relay,
+        """Send one message (bytes: already on the wire, then `sender` and `recipients` are required);
+        `sender`/`recipients` default to the message headers. `trusted` (the platform relay,
         loopback delivery) skips the SSRF guard and port list. Raises SmtpFailure on any failure, including a
         refusal of only some recipients (the message then went to the others)."""
         try:
@@ -190,7 +191,7 @@ class MailSender:
     async def _session(
         self,
         server: SmtpServer,
-        message: EmailMessage | None,
+        message: EmailMessage | bytes | None,
         *,
         sender: str | None,
         recipients: list[str] | None,
@@ -262,7 +263,7 @@ class MailSender:
         self,
         client: aiosmtplib.SMTP,
         server: SmtpServer,
-        message: EmailMessage | None,
+        message: EmailMessage | bytes | None,
         *,
         sender: str | None,
         recipients: list[str] | None,
@@ -281,6 +282,8 @@ class MailSender:
         if message is None:
             await client.mail(sender or "")
             await client.rset()
+        elif isinstance(message, bytes):
+            refused, _ = await client.sendmail(sender or "", recipients or [], message)
         else:
             refused, _ = await client.send_message(message, sender=sender, recipients=recipients)
         try:

@@ -5,6 +5,7 @@ Announcing is best effort: everything an event reports is already stored."""
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Protocol
@@ -32,6 +33,27 @@ class StepEvent:
     route: str | None = None
     wait: timedelta | None = None
     reset: tuple[StepName, ...] = ()
+
+
+class OperatorEvent(enum.StrEnum):
+    OPERATOR_MAIL = "operator_mail"  # mail to postmaster@ / abuse@ one of our domains
+    MESSAGE_PARKED = "message_parked"  # an inbound message whose processing failed too often: set aside
+
+
+@dataclass(frozen=True)
+class OperatorNotice:
+    """Something the platform's operator should see (OPS_CHANNEL): mail to its postmaster@ / abuse@ mailboxes, or an
+    inbound message parked after `attempts` failed attempts (`detail`: the last error)."""
+
+    event: OperatorEvent
+    inbound_id: int
+    at: datetime
+    sender: str
+    recipients: tuple[str, ...]
+    subject: str
+    size: int
+    attempts: int = 0
+    detail: str = ""
 
 
 class Notifier(Protocol):
@@ -62,6 +84,9 @@ class Notifier(Protocol):
     async def limits_changed(self, identity: Identity, actor: str) -> None:
         """Limits were changed without needing approval (lowered, or within the defaults)."""
 
+    async def operator_notice(self, notice: OperatorNotice) -> None:
+        """Tell the platform's operator (OPS_CHANNEL; only the log when it is unset)."""
+
 
 class NullNotifier:
     """Says nothing (commands without Slack, unit tests)."""
@@ -91,4 +116,7 @@ class NullNotifier:
         return None
 
     async def limits_changed(self, identity: Identity, actor: str) -> None:
+        return None
+
+    async def operator_notice(self, notice: OperatorNotice) -> None:
         return None

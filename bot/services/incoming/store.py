@@ -10,6 +10,7 @@ import asyncio
 import hashlib
 import logging
 import re
+import time
 from collections.abc import Awaitable, Callable
 from email import policy
 from email.parser import BytesHeaderParser
@@ -18,7 +19,7 @@ from typing import Any
 from sqlalchemy import func, or_, select
 
 from bot.mail.domains import PlatformDomains
-from models import Database, Identity, InboundMessage
+from models import Database, Identity, InboundMessage, SentRecipient, SlotState
 from models.base import utcnow
 from models.db import dialect_insert, without_sql_parameters
 
@@ -26,8 +27,11 @@ log = logging.getLogger(__name__)
 
 STOP_GRACE_SECONDS = 10.0
 MAX_BATCH = 64
-# Processing runs beside delivery; bounded so a burst of mail cannot crowd out the stores sessions wait on.
-MAX_CONCURRENT_PROCESSING = 4
+# Addresses found served are remembered this long: RCPT for a known address costs no database round trip. (An
+# identity deleted meanwhile keeps receiving for at most this long; its mail is stored and matches no identity.)
+KNOWN_SECONDS = 300.0
+MAX_KNOWN = 100_000
+OPERATOR_MAILBOXES = ("postmaster", "abuse")
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
@@ -62,8 +66,8 @@ def dedup_key(message_id: str | None, raw: bytes) -> str:
 class InboundStore:
     """What the inbound server asks of the product: `serves(address)` and `accept(...)` (committed when it returns).
 
-    `on_stored(row_id)` runs for every new message after its commit, in a background task (at most
-    MAX_CONCURRENT_PROCESSING at once); a failure there leaves the row pending for the sweep to retry."""
+    `on_stored(row_id)` runs for every new message after its commit, in a background task (the server wakes the
+    processing drain with it); a failure there leaves the row pending for the drain's next look."""
 
     def __init__(
         self, db: Database, domains: PlatformDomains, *, on_stored: Callable[[int], Awaitable[None]] | None = None
@@ -75,17 +79,35 @@ class InboundStore:
         self._tasks: set[asyncio.Future[Any]] = set()
         self._waiting: list[Waiting] = []
         self._writer: asyncio.Future[Any] | None = None
-        self._processing = asyncio.Semaphore(MAX_CONCURRENT_PROCESSING)
+        self._known: dict[str, float] = {}
 
     async def serves(self, address: str) -> bool:
-        """True for identity addresses on the platform domain and for tracking addresses."""
+        """True for identity addresses on the platform domain, tracking addresses, the return paths of mail the
+        team sent (bounces+<token>@ the platform domain), and postmaster@ / abuse@ our domains (RFC 5321 §4.5.1,
+        RFC 2142). Addresses found served are remembered for KNOWN_SECONDS."""
         wanted = address.strip().lower()
         if not self.domains.is_own(wanted):
             return False
+        local, _, domain = wanted.rpartition("@")
+        if local in OPERATOR_MAILBOXES:
+            return True
+        now = time.monotonic()
+        if self._known.get(wanted, 0.0) > now:
+            return True
+        token = self.domains.return_path_token(wanted)
         async with self.db.session() as session:
-            found = await session.scalar(
-                select(func.count()).where(or_(Identity.address == wanted, Identity.tracking_address == wanted))
-            )
+            if token is not None:
+                found = await session.scalar(
+                    select(func.count()).where(SentRecipient.verp_token == token, SentRecipient.state == SlotState.SENT)
+                )
+            else:
+                found = await session.scalar(
+                    select(func.count()).where(or_(Identity.address == wanted, Identity.tracking_address == wanted))
+                )
+        if found:
+            if len(self._known) >= MAX_KNOWN:
+                self._known.clear()
+            self._known[wanted] = now + KNOWN_SECONDS
         return bool(found)
 
     async def accept(self, *, peer: str, mail_from: str, rcpt_tos: list[str], raw: bytes) -> tuple[int, bool]:
@@ -193,9 +215,8 @@ class InboundStore:
 
     async def _run_on_stored(self, message_id: int) -> None:
         try:
-            async with self._processing:
-                await self.on_stored(message_id)  # type: ignore[misc]
-        except Exception as exc:  # noqa: BLE001 - the row stays stored; process_pending retries it
+            await self.on_stored(message_id)  # type: ignore[misc]
+        except Exception as exc:  # noqa: BLE001 - the row stays stored; the drain processes it
             log.error(
                 "inbound: processing message %s failed; it stays pending",
                 message_id,
