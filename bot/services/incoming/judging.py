@@ -29,13 +29,15 @@ class Verdict:
 
 
 def judge(job: Job) -> Verdict:
-    """Classify; a message over a limit is a lead (a person gets to see it), forwarded with the original attached
-    untouched."""
+    """Classify; a message over a limit is judged by its headers alone: a report or other machine mail by its
+    headers is not forwarded, anything else is a lead (a person gets to see it), forwarded with the original
+    attached untouched."""
     try:
         verdict = classify(job.original.raw, mail_from=job.mail_from, limits=job.limits)
         over = None
     except LimitExceeded as exc:
-        verdict, over = Classification(MessageKind.LEAD, OVER_LIMIT), exc.limit
+        over = exc.limit
+        verdict = _by_headers(job)
     forward = None
     if verdict.kind == MessageKind.LEAD and job.target is not None:
         try:
@@ -44,3 +46,22 @@ def judge(job: Job) -> Verdict:
             over = exc.limit
             forward = build_forward(job.target, job.original, over_limit=over)
     return Verdict(verdict, over, forward)
+
+
+def header_block(raw: bytes, limit: int = 65536) -> bytes:
+    """The header section of a raw message (at most `limit` bytes of it), ending with an empty line."""
+    head = raw[:limit]
+    for separator in (b"\r\n\r\n", b"\n\n"):
+        end = head.find(separator)
+        if end >= 0:
+            return head[: end + len(separator)]
+    return head + b"\r\n\r\n"
+
+
+def _by_headers(job: Job) -> Classification:
+    """The rules chain on the headers alone (no body, no parts)."""
+    try:
+        verdict = classify(header_block(job.original.raw), mail_from=job.mail_from, limits=job.limits)
+    except LimitExceeded:
+        return Classification(MessageKind.LEAD, OVER_LIMIT)
+    return Classification(verdict.kind, f"{OVER_LIMIT}:{verdict.rule}"[:64], tokens=verdict.tokens)
