@@ -34,7 +34,7 @@ OUTREACH_ID = "<outreach-7@platform.example.com>"
 def dsn(failed: list[str], original_id: str = OUTREACH_ID, to: str = ADDRESS) -> bytes:
     """An RFC 3464 report: one `failed 5.1.1` block per address, the original's headers returned."""
     blocks = "".join(
-        f"Final-Recipient: rfc822; {a}\nAction: failed\nStatus: 5.1.1\nDiagnostic-Code: smtp; 550 5.1.1 no such user\n\n"
+        f"Final-Recipient: rfc822; {a}\nAction: failed\nStatus: 5.1.1\nDiagnostic-Code: smtp; 550 5.1.1 no user\n\n"
         for a in failed
     )
     return (
