@@ -99,6 +99,7 @@ def build_forward(target: ForwardTarget, original: Original, *, over_limit: str 
         "The complete message is attached. Replying to this email answers the sender directly.\n"
     )
     fwd.make_mixed()
+    fwd.set_boundary(f"=_fwd_{original.dedup_key[40:72]}")  # derived too: the same forward is the same bytes
     fwd.attach(cast(EmailMessage, _original_attachment(original.raw, parsed=mail is not None)))
     return fwd.as_bytes(policy=policy.SMTP)
 

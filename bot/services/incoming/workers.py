@@ -1,9 +1,9 @@
 """Worker processes for judging stored messages (judging.judge): parsing untrusted MIME never runs on the event
 loop, and never forever.
 
-A JudgePool keeps `size` worker processes (`python -m bot.services.incoming.workers`: a fresh interpreter that shares
-nothing with the event loop's process and re-imports no one's __main__) and hands each one job at a time over a
-socket pair. A job that takes longer than `timeout` gets its worker killed; a worker that
+A JudgePool keeps `size` worker processes (`python -m bot.services.incoming.judge_worker`: a fresh interpreter
+sharing nothing with the event loop's process, re-importing no one's __main__) and hands each one job at a time over
+a socket pair. A job that takes longer than `timeout` gets its worker killed; a worker that
 dies (crash, OOM, SIGKILL) is replaced. Either way the job raises JudgeFailed and the pipeline counts a failed
 attempt (retried with backoff, parked after a few). On a 2-core machine one worker is the right size: the event
 loop's process needs the other core."""
@@ -16,7 +16,6 @@ import socket
 import subprocess
 import sys
 from multiprocessing.connection import Connection
-from typing import Any
 
 from bot.services.incoming.judging import Job, Verdict, judge
 
@@ -29,25 +28,11 @@ class JudgeFailed(Exception):
     """The job did not produce a verdict: the worker raised, was too slow (killed) or died."""
 
 
-def _serve(connection: Connection) -> None:
-    """The worker process: judge jobs until the pipe closes."""
-    while True:
-        try:
-            job = connection.recv()
-        except (EOFError, OSError):
-            return
-        try:
-            reply: tuple[str, Any] = ("ok", judge(job))
-        except BaseException as exc:  # noqa: BLE001 - reported to the parent, which counts a failed attempt
-            reply = ("error", f"{type(exc).__name__}: {str(exc)[:300]}")
-        connection.send(reply)
-
-
 class _Worker:
     def __init__(self) -> None:
         ours, theirs = socket.socketpair()
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "bot.services.incoming.workers", str(theirs.fileno())],
+            [sys.executable, "-m", "bot.services.incoming.judge_worker", str(theirs.fileno())],
             pass_fds=[theirs.fileno()],
             stdin=subprocess.DEVNULL,
         )
@@ -149,7 +134,3 @@ class InlineJudge:
 
     async def close(self) -> None:
         return None
-
-
-if __name__ == "__main__":
-    _serve(Connection(int(sys.argv[1])))
