@@ -7,7 +7,7 @@ For each database and repetition:
 1. a null aiosmtpd (answers 250, stores nothing) takes N messages from smtp-source: the baseline rate;
 2. the bot runs as it does in production (`python -m bot run`, a fresh database, one ready platform identity, the
    platform relay pointed at another null server that counts the forwards, Slack pointed at the local emulator);
-   `/identity help` is sent as a signed slash command every 50 ms for 5 s (idle), then throughout the flood of N
+   `/identity help` is sent as a signed slash command every 25 ms for 10 s (idle), then throughout the flood of N
    messages from smtp-source (the same command line as for the null server);
 3. the run ends when every accepted message is processed and its forward has reached the relay.
 Reported: both accepted rates and their ratio, how long processing took to finish after the flood, and the Slack
@@ -54,8 +54,8 @@ IDENTITY = f"sales@{DOMAIN}"
 SIGNING_SECRET = "bench-signing-secret"
 BOT_TOKEN = "xoxb-bench"
 PG_ADMIN = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
-PROBE_EVERY = 0.05
-IDLE_SECONDS = 5.0
+PROBE_EVERY = 0.025
+IDLE_SECONDS = 10.0
 
 
 def free_port() -> int:

@@ -7,6 +7,7 @@ commands the same database and services without Slack."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import signal
 import ssl
@@ -25,6 +26,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 import handlers
 from bot.config import ConfigError, Settings
+from bot.door import DoorConfig, DoorProcess
 from bot.jobs import Jobs
 from bot.logs import library_logger, quiet_libraries
 from bot.mail.delivery import Delivery, InboundAddress
@@ -42,7 +44,6 @@ from bot.services.registry import Services
 from bot.services.secrets import SecretBox, load_or_create_keys, rotate_stored_passwords
 from bot.services.verification import OtpChallenges, VerificationService
 from bot.smtp.gateway import SubmissionGateway
-from bot.smtp.inbound import InboundServer
 from bot.web import SlackServer, check_tokens
 from handlers.managers import SlackManagerDirectory
 from handlers.notifier import SlackNotifier
@@ -158,7 +159,7 @@ class Runtime:
     incoming: IncomingMail = field(init=False)
     drain: Drain = field(init=False)
     judges: JudgePool = field(init=False)
-    inbound: InboundServer = field(init=False)
+    inbound: DoorProcess = field(init=False)
     gateway: SubmissionGateway = field(init=False)
     slack: SlackServer = field(init=False)
     jobs: Jobs = field(init=False)
@@ -190,7 +191,22 @@ class Runtime:
         self.services = core.services
         self.incoming = core.incoming
         self.drain = core.drain
-        self.inbound = InboundServer(core.store, tls_context=server_tls(s.inbound_tls))
+        # The inbound server runs in its own process (bot/door.py): a flood of mail never delays Slack's acks.
+        tls = s.inbound_tls
+        self.inbound = DoorProcess(
+            DoorConfig(
+                database_url=s.database_url,
+                platform_domain=s.platform_domain,
+                tracking_domain=s.tracking_domain,
+                host=s.inbound_smtp.host,
+                port=s.inbound_smtp.port,
+                tls_cert=str(tls[0]) if tls else None,
+                tls_key=str(tls[1]) if tls else None,
+                log_level=s.log_level,
+            ),
+            on_stored=core.drain.notify,
+        )
+        self.drain.busy = self.inbound.busy  # accepting first: processing trickles while sessions are open
         self.gateway = SubmissionGateway(core.submission, tls_context=server_tls(s.submission_tls))
         self.jobs = Jobs(
             core.services.verification,
@@ -209,9 +225,10 @@ class Runtime:
     async def start(self) -> None:
         self.build()
         s = self.settings
+        await self.inbound.spawn()  # starts while the rest starts up
         await check_tokens(self.app, s.slack_app_token)
         await self.db.upgrade()
-        await self.inbound.start(s.inbound_smtp.host, s.inbound_smtp.port)
+        await self.inbound.wait_ready()
         log.info("inbound SMTP server on %s:%s", self.inbound.host, self.inbound.port)
         if s.inbound_tls is None and not is_loopback(s.inbound_smtp.host):
             log.warning(
@@ -232,6 +249,10 @@ class Runtime:
             log.warning("MANAGERS is not set: nobody can approve limit increases")
         self.jobs.start()
         await self.slack.start()
+        # Everything built so far lives as long as the process: keep it out of the garbage collector's full passes,
+        # which otherwise walk every module and object graph and stall the event loop (acks, SMTP) for tens of ms.
+        gc.collect()
+        gc.freeze()
 
     async def stop(self) -> None:
         if getattr(self, "jobs", None) is not None:

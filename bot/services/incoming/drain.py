@@ -1,6 +1,10 @@
 """The processing drain: one task per process that works through stored messages, so accepting mail never waits on
 processing. The inbound store wakes it after each commit; it also looks by itself every POLL_SECONDS, which picks up
-retries that became due and messages a crashed process left behind. At most `concurrency` messages are in flight."""
+retries that became due and messages a crashed process left behind. At most `concurrency` messages are in flight.
+
+Accepting comes first: while the door is busy (`busy()`: SMTP sessions are open), the drain works one message at a
+time with a short pause between messages, so a flood of mail is accepted at full speed and processed steadily behind
+it; once the door is quiet it works at full concurrency."""
 
 from __future__ import annotations
 
@@ -8,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 
 from bot.services.incoming.pipeline import IncomingMail
 
@@ -17,12 +22,23 @@ DRAIN_CONCURRENCY = 4
 POLL_SECONDS = 5.0
 # A message another live process holds is not asked for again before this.
 ELSEWHERE_SECONDS = 10.0
+# While the door is busy: one message at a time, and this pause after each.
+TRICKLE_PAUSE = 0.05
 
 
 class Drain:
-    def __init__(self, incoming: IncomingMail, *, concurrency: int = DRAIN_CONCURRENCY) -> None:
+    def __init__(
+        self,
+        incoming: IncomingMail,
+        *,
+        concurrency: int = DRAIN_CONCURRENCY,
+        busy: Callable[[], bool] = lambda: False,
+        pause: float = TRICKLE_PAUSE,
+    ) -> None:
         self.incoming = incoming
         self.concurrency = concurrency
+        self.busy = busy
+        self.pause = pause
         self._wake = asyncio.Event()
         self._inflight: dict[int, asyncio.Task[None]] = {}
         self._elsewhere: dict[int, float] = {}
@@ -60,7 +76,7 @@ class Drain:
                 await asyncio.wait_for(self._wake.wait(), POLL_SECONDS)
 
     async def _fill(self) -> None:
-        free = self.concurrency - len(self._inflight)
+        free = (1 if self.busy() else self.concurrency) - len(self._inflight)
         if free <= 0:
             return
         now = time.monotonic()
@@ -77,5 +93,7 @@ class Drain:
         except Exception:  # noqa: BLE001 - counted and logged by process(): retried later or parked
             pass
         finally:
+            if self.busy():
+                await asyncio.sleep(self.pause)
             self._inflight.pop(message_id, None)
             self._wake.set()
