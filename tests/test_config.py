@@ -54,6 +54,9 @@ def test_a_malformed_setting_is_named(tmp_path: Path) -> None:
         ({"TRACKING_TIMEOUT": "-1"}, "TRACKING_TIMEOUT"),
         ({"LOG_LEVEL": "LOUD"}, "LOG_LEVEL"),
         ({"APPROVALS_CHANNEL": "#approvals"}, "APPROVALS_CHANNEL"),
+        ({"OPS_CHANNEL": "#ops"}, "OPS_CHANNEL"),
+        ({"INBOUND_TLS_CERT": "/no/such/cert.pem", "INBOUND_TLS_KEY": "/no/such/key.pem"}, "INBOUND_TLS_CERT"),
+        ({"INBOUND_TLS_CERT": "/no/such/cert.pem"}, "INBOUND_TLS_KEY"),
         ({"SLACK_APP_TOKEN": "xoxb-wrong-kind"}, "SLACK_APP_TOKEN"),
     ],
 )
