@@ -226,6 +226,7 @@ async def forwarded(db: Database) -> int:
 
 
 async def run_bot(args: argparse.Namespace, kind: str, binary: str) -> dict[str, Any]:
+    # Long on purpose: one run, start to finish, reads best in one place (set-up, idle probe, flood, drain).
     fake = FakeSlack(token=BOT_TOKEN, team_id="T0BENCH")
     await fake.start()
     workdir = Path(tempfile.mkdtemp(prefix="idbot-bench-"))
