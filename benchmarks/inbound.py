@@ -345,7 +345,8 @@ async def main() -> int:
         print(
             f"| {r['database']} | {r['null_rate']:,.0f} | {r['rate']:,.0f} | {r['ratio']:.2f} | "
             f"{r['drained_after_s']:.1f} s ({r['forwarded']}/{r['accepted']}) | "
-            f"{i['p50']:.0f} / {i['p99']:.0f} / {i['max']:.0f} ms | {f['p50']:.0f} / {f['p99']:.0f} / {f['max']:.0f} ms |"
+            f"{i['p50']:.0f} / {i['p99']:.0f} / {i['max']:.0f} ms | "
+            f"{f['p50']:.0f} / {f['p99']:.0f} / {f['max']:.0f} ms |"
         )
     ok = all(r["forwarded"] == r["accepted"] == args.messages and r["relay_received"] >= r["accepted"] for r in rows)
     return 0 if ok else 1

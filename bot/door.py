@@ -10,7 +10,8 @@ parent on its stdout:
     busy 0|1                SMTP sessions are open or not (the parent's drain trickles while they are)
 
 Processing (judging in the worker pool, attributing, forwarding) stays in the parent. The child stops when its stdin
-closes (the parent stopped, or died: a SIGKILLed bot leaves no door behind) after letting stores in flight finish.
+closes (the parent stopped, or died: a SIGKILLed bot leaves no door behind) after letting stores in flight finish; a
+child that dies on its own is logged and replaced.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ log = logging.getLogger(__name__)
 READY_TIMEOUT = 30.0
 STOP_TIMEOUT = 20.0
 BIND_RETRY_SECONDS = 10.0
+RESPAWN_DELAY = 1.0
 
 
 @dataclass(frozen=True)
@@ -65,6 +67,11 @@ class DoorProcess:
         self._reader: asyncio.Task[None] | None = None
         self._ready: asyncio.Future[tuple[str, int]] | None = None
         self._notices: set[asyncio.Task[None]] = set()
+        self._stopping = False
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
 
     def busy(self) -> bool:
         return self.sessions_open
@@ -101,15 +108,30 @@ class DoorProcess:
                 task.add_done_callback(self._notices.discard)
             elif word == "busy":
                 self.sessions_open = rest == "1"
-            elif word == "ready" and self._ready is not None and not self._ready.done():
+            elif word == "ready":
                 host, _, port = rest.rpartition(" ")
-                self._ready.set_result((host, int(port)))
+                self.host, self.port = host, int(port)
+                if self._ready is not None and not self._ready.done():
+                    self._ready.set_result((host, int(port)))
         if self._ready is not None and not self._ready.done():
             self._ready.set_exception(RuntimeError("the inbound server process exited"))
         self.sessions_open = False
+        await self._replace_if_died()
+
+    async def _replace_if_died(self) -> None:
+        """The child exited while we did not ask it to: log it and start another (after a moment)."""
+        proc = self._proc
+        if self._stopping or proc is None:
+            return
+        code = await proc.wait()
+        log.error("the inbound server process exited on its own (exit code %s); starting another", code)
+        await asyncio.sleep(RESPAWN_DELAY)
+        if not self._stopping and self._proc is proc:
+            await self.spawn()
 
     async def stop(self) -> None:
         """Close the child's stdin (it stops accepting and lets stores in flight finish); kill it if it lingers."""
+        self._stopping = True
         proc, self._proc = self._proc, None
         if proc is None:
             return

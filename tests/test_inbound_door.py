@@ -7,6 +7,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import signal
 import ssl
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -212,3 +214,22 @@ async def test_start_up_warns_when_inbound_is_off_loopback_without_a_certificate
     finally:
         await bot.slack.close()
         await bot.runtime.stop()
+
+
+async def test_a_door_process_that_dies_is_replaced(door: Door, caplog: pytest.LogCaptureFixture) -> None:
+    inbound = door.bot.runtime.inbound
+    first = inbound.pid
+    assert first is not None
+    os.kill(first, signal.SIGKILL)
+    async with asyncio.timeout(30):
+        while inbound.pid in (first, None) or not inbound.port:  # until the replacement listens
+            await asyncio.sleep(0.05)
+        while True:
+            try:
+                reply = await door.send(lead("Re: after the crash", "Still here."))
+                break
+            except (aiosmtplib.SMTPException, OSError):
+                await asyncio.sleep(0.05)  # the replacement is still binding
+    assert reply.code == 250
+    assert "exited on its own" in caplog.text
+    await door.mailbox.wait_for(lambda m: "after the crash" in str(m["Subject"]), timeout=FORWARD_TIMEOUT)
