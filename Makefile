@@ -25,9 +25,10 @@ run: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/gateway.py
 	$(BIN)/python benchmarks/auth_flood.py
+	$(BIN)/python benchmarks/inbound.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check bot handlers models tests
 
 clean:
-	rm -rf $(VENV) .identity-bot .pytest_cache
+	rm -rf $(VENV) .identity-bot .pytest_cache benchmarks/.tools

@@ -1,3 +1,5 @@
 from bot.cli import main
 
-raise SystemExit(main())
+# Guarded: worker processes are spawned, and spawning re-imports the parent's __main__ module (as __mp_main__).
+if __name__ == "__main__":
+    raise SystemExit(main())

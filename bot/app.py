@@ -7,12 +7,14 @@ commands the same database and services without Slack."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import signal
 import ssl
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from slack_bolt.async_app import AsyncApp
 from slack_sdk.http_retry.builtin_async_handlers import (
@@ -24,6 +26,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 import handlers
 from bot.config import ConfigError, OAuthAppSettings, Settings
+from bot.door import DoorConfig, DoorProcess
 from bot.files import secure_data
 from bot.jobs import Jobs
 from bot.logs import library_logger, quiet_libraries
@@ -31,6 +34,7 @@ from bot.mail import oauth
 from bot.mail.delivery import Delivery, InboundAddress
 from bot.mail.dkim import DkimKeyError, DkimSigner
 from bot.mail.domains import PlatformDomains
+from bot.mail.netguard import is_loopback
 from bot.mail.outbound import MailSender, SmtpServer
 from bot.services.gateway import (
     DeliveryReports,
@@ -45,7 +49,8 @@ from bot.services.gateway import (
 from bot.services.identities import IdentityService
 from bot.services.identities.grants import MailboxGrants
 from bot.services.identities.sign_in import MailboxSignIn
-from bot.services.incoming import InboundStore, IncomingMail, LeadForwarder
+from bot.services.incoming import Drain, InboundStore, IncomingMail, JudgePool, LeadForwarder
+from bot.services.incoming.pipeline import Judge
 from bot.services.limits import LimitService
 from bot.services.notifier import Notifier, NullNotifier
 from bot.services.policy import ManagerDirectory, Policy
@@ -54,7 +59,6 @@ from bot.services.replay import ReplayGuard
 from bot.services.secrets import KeyMismatch, SecretBox, check_key, load_or_create_keys, rotate_stored_passwords
 from bot.services.verification import OtpChallenges, VerificationService
 from bot.smtp.gateway import SubmissionGateway
-from bot.smtp.inbound import InboundServer
 from bot.web import SlackServer, check_tokens, sign_in_routes, unsubscribe_routes
 from handlers.managers import SlackManagerDirectory
 from handlers.notifier import SlackNotifier
@@ -147,6 +151,7 @@ class Core:
     oauth_http: oauth.OAuthHttp
     unsubscribes: Unsubscribes
     signer: DkimSigner
+    drain: Drain
 
 
 def build_core(
@@ -156,6 +161,7 @@ def build_core(
     managers: ManagerDirectory,
     *,
     inbound_address: InboundAddress = lambda: None,
+    judge: Judge | None = None,
 ) -> Core:
     s = settings
     domains = domains_of(s)
@@ -198,9 +204,12 @@ def build_core(
         domains,
         on_tokens=verification.on_tokens,
         forward=LeadForwarder(delivery, domains),
+        notifier=notifier,
+        judge=judge,
         unsubscribes=unsubscribes,
     )
-    store = InboundStore(db, domains, on_stored=incoming.process, unsubscribes=unsubscribes)
+    drain = Drain(incoming)
+    store = InboundStore(db, domains, on_stored=drain.notify, unsubscribes=unsubscribes)
     signer = dkim_signer(s)
     dispatcher = Dispatcher(
         IdentityRelay(delivery, identities),
@@ -210,7 +219,16 @@ def build_core(
         public_url=s.public_url,
     )
     submission = Submission(db, credentials, window, dispatcher, reports=DeliveryReports(delivery, domains))
-    return Core(services, secrets, delivery, incoming, store, submission, oauth_http, unsubscribes, signer)
+    return Core(services, secrets, delivery, incoming, store, submission, oauth_http, unsubscribes, signer, drain)
+
+
+def server_tls(files: tuple[Path, Path] | None) -> ssl.SSLContext | None:
+    """A server-side TLS context for STARTTLS from (certificate, key) files."""
+    if files is None:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(*files)
+    return context
 
 
 @dataclass
@@ -223,7 +241,10 @@ class Runtime:
     services: Services = field(init=False)
     secrets: SecretBox = field(init=False)
     managers: SlackManagerDirectory = field(init=False)
-    inbound: InboundServer = field(init=False)
+    incoming: IncomingMail = field(init=False)
+    drain: Drain = field(init=False)
+    judges: JudgePool = field(init=False)
+    inbound: DoorProcess = field(init=False)
     gateway: SubmissionGateway = field(init=False)
     slack: SlackServer = field(init=False)
     jobs: Jobs = field(init=False)
@@ -248,25 +269,45 @@ class Runtime:
         )
         self.managers = SlackManagerDirectory(client, s.managers)
         notifier = SlackNotifier(
-            client, self.managers, approvals_channel=s.approvals_channel, platform_domain=s.platform_domain
+            client,
+            self.managers,
+            approvals_channel=s.approvals_channel,
+            platform_domain=s.platform_domain,
+            ops_channel=s.ops_channel,
         )
-        core = build_core(s, self.db, notifier, self.managers, inbound_address=self._inbound_address)
+        # Judging untrusted mail runs in one worker process: on 2 cores the event loop keeps the other.
+        self.judges = JudgePool(1)
+        core = build_core(s, self.db, notifier, self.managers, inbound_address=self._inbound_address, judge=self.judges)
         self.services = core.services
         self.oauth_http = core.oauth_http
         self.secrets = core.secrets
         self.signer = core.signer
-        self.inbound = InboundServer(core.store)
-        tls = None
-        if s.submission_tls is not None:
-            tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-            tls.load_cert_chain(*s.submission_tls)
-        self.gateway = SubmissionGateway(core.submission, tls_context=tls)
+        self.incoming = core.incoming
+        self.drain = core.drain
+        # The inbound server runs in its own process (bot/door.py): a flood of mail never delays Slack's acks.
+        tls = s.inbound_tls
+        self.inbound = DoorProcess(
+            DoorConfig(
+                database_url=s.database_url,
+                platform_domain=s.platform_domain,
+                tracking_domain=s.tracking_domain,
+                host=s.inbound_smtp.host,
+                port=s.inbound_smtp.port,
+                tls_cert=str(tls[0]) if tls else None,
+                tls_key=str(tls[1]) if tls else None,
+                log_level=s.log_level,
+            ),
+            on_stored=core.drain.notify,
+        )
+        self.drain.busy = self.inbound.busy  # accepting first: processing trickles while sessions are open
+        self.gateway = SubmissionGateway(core.submission, tls_context=server_tls(s.submission_tls))
         self.jobs = Jobs(
             core.services.verification,
             core.incoming,
             core.services.limits,
             tracking_timeout=s.tracking_timeout,
             sign_in=core.services.sign_in,
+            drain=core.drain,
         )
         self.slack = SlackServer(
             self.app,
@@ -285,6 +326,7 @@ class Runtime:
     async def start(self) -> None:
         self.build()
         s = self.settings
+        await self.inbound.spawn()  # starts while the rest starts up
         await check_tokens(self.app, s.slack_app_token)
         if s.dkim_private_key is not None:  # a configured key must work now; a generated one is made on first use
             try:
@@ -296,8 +338,16 @@ class Runtime:
             await check_key(self.db, self.secrets)
         except KeyMismatch as exc:
             raise key_problem(s, exc) from None
-        await self.inbound.start(s.inbound_smtp.host, s.inbound_smtp.port)
+        await self.inbound.wait_ready()
         log.info("inbound SMTP server on %s:%s", self.inbound.host, self.inbound.port)
+        if s.inbound_tls is None and not is_loopback(s.inbound_smtp.host):
+            log.warning(
+                "INBOUND_SMTP listens on %s without INBOUND_TLS_CERT/INBOUND_TLS_KEY: no STARTTLS is offered, and "
+                "the big mailbox providers mark mail to an MX without it insecure (fine if a front MX terminates TLS)",
+                s.inbound_smtp.host,
+            )
+        if not s.ops_channel:
+            log.info("OPS_CHANNEL is not set: operator notices (postmaster@ mail, parked messages) go to the log only")
         await self.gateway.start(s.submission_smtp.host, s.submission_smtp.port)
         if s.relay is None:
             log.warning(
@@ -311,6 +361,10 @@ class Runtime:
             log.info("Sign in with %s is offered; redirect URI %s/oauth/callback", app.provider, s.public_url)
         self.jobs.start()
         await self.slack.start()
+        # Everything built so far lives as long as the process: keep it out of the garbage collector's full passes,
+        # which otherwise walk every module and object graph and stall the event loop (acks, SMTP) for tens of ms.
+        gc.collect()
+        gc.freeze()
 
     async def stop(self) -> None:
         if getattr(self, "jobs", None) is not None:
@@ -318,6 +372,8 @@ class Runtime:
         for server in (getattr(self, "gateway", None), getattr(self, "inbound", None)):
             if server is not None:
                 await server.stop()
+        if getattr(self, "judges", None) is not None:
+            await self.judges.close()
         if getattr(self, "slack", None) is not None:
             await self.slack.stop()
         if getattr(self, "oauth_http", None) is not None:

@@ -88,6 +88,8 @@ class Settings:
     submission_tls: tuple[Path, Path] | None
     dkim_selector: str
     dkim_private_key: Path | None
+    inbound_tls: tuple[Path, Path] | None
+    ops_channel: str | None
     log_level: str
     public_url: str | None = None
     oauth_apps: tuple[OAuthAppSettings, ...] = ()
@@ -238,6 +240,9 @@ def _slack_settings(get: Env, require_slack: bool) -> dict[str, Any]:
     approvals = get("APPROVALS_CHANNEL")
     if approvals and not re.fullmatch(r"[CGD][A-Z0-9_]{2,}", approvals):
         raise ConfigError("APPROVALS_CHANNEL", f"expected a channel ID (C…), got {approvals!r}")
+    ops = get("OPS_CHANNEL")
+    if ops and not re.fullmatch(r"[CGD][A-Z0-9_]{2,}", ops):
+        raise ConfigError("OPS_CHANNEL", f"expected a channel ID (C…), got {ops!r}")
     return {
         "slack_bot_token": bot_token,
         "slack_signing_secret": signing_secret,
@@ -246,6 +251,7 @@ def _slack_settings(get: Env, require_slack: bool) -> dict[str, Any]:
         "host": host,
         "port": int(port),
         "approvals_channel": approvals,
+        "ops_channel": ops,
         "managers": _slack_id_list("MANAGERS", get("MANAGERS") or ""),
     }
 
@@ -296,6 +302,7 @@ def _mail_settings(get: Env) -> dict[str, Any]:
         "tracking_timeout": _seconds(get, "TRACKING_TIMEOUT", "600"),
         "smtp_timeout": _seconds(get, "SMTP_TIMEOUT", "15", at_most=60),
         "submission_tls": submission_tls,
+        "inbound_tls": _tls_files(get, "INBOUND_TLS_CERT", "INBOUND_TLS_KEY"),
     }
 
 

@@ -1,6 +1,6 @@
-"""Background work every process runs: recovery at start and the sweep (tracking timeouts, inbound mail whose
-processing failed, limit requests Slack did not take). Conditional updates and processing locks make each happen
-once across processes."""
+"""Background work every process runs: recovery at start, the inbound processing drain, and the sweep (tracking
+timeouts, limit requests Slack did not take). Conditional updates and processing locks make each happen once across
+processes."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import asyncio
 import logging
 
 from bot.services.identities.sign_in import MailboxSignIn
-from bot.services.incoming import IncomingMail
+from bot.services.incoming import Drain, IncomingMail
 from bot.services.limits import LimitService
 from bot.services.verification import VerificationService
 
@@ -26,11 +26,13 @@ class Jobs:
         *,
         tracking_timeout: float,
         sign_in: MailboxSignIn | None = None,
+        drain: Drain | None = None,
     ) -> None:
         self.verification = verification
         self.sign_in = sign_in
         self.incoming = incoming
         self.limits = limits
+        self.drain = drain
         # Timeouts fire within a quarter of TRACKING_TIMEOUT (at most 5 s late); retries every ~30 s.
         self.interval = min(5.0, max(0.2, tracking_timeout / 4))
         self._tasks: list[asyncio.Task[None]] = []
@@ -40,19 +42,24 @@ class Jobs:
         self._tasks.append(asyncio.create_task(self.sweep()))
 
     async def stop(self) -> None:
+        if self.drain is not None:
+            await self.drain.stop()
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks.clear()
 
     async def recover(self) -> None:
-        """Mail stored before a crash or restart is processed now: nothing accepted is lost."""
+        """Mail stored before a crash or restart is processed now (nothing accepted is lost); then the drain works
+        through whatever arrives."""
         try:
             count = await self.incoming.process_pending()
             if count:
                 log.info("processed %d inbound message(s) left from before the restart", count)
         except Exception:
             log.exception("processing pending inbound mail failed")
+        if self.drain is not None:
+            self.drain.start()
 
     async def sweep(self) -> None:
         retry_every = max(1, int(RETRY_EVERY_SECONDS / self.interval))
@@ -62,7 +69,8 @@ class Jobs:
                 await self.verification.expire_tracking()
                 rounds += 1
                 if rounds % retry_every == 0:
-                    await self.incoming.process_pending()
+                    if self.drain is None:
+                        await self.incoming.process_pending()
                     await self.limits.post_unposted()
                     if self.sign_in is not None:
                         await self.sign_in.purge()  # sign-ins of modals long closed

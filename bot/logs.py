@@ -16,6 +16,8 @@ LIBRARY_FLOORS = {
     "aiosqlite": logging.INFO,  # logs every statement with its parameters at DEBUG
     "mail.log": logging.WARNING,
     "aiosmtpd": logging.WARNING,
+    "mailparser_reply": logging.INFO,  # logs its regular expressions at DEBUG
+    "flufl.bounce": logging.WARNING,  # logs every detector's miss
 }
 
 

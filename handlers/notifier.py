@@ -8,12 +8,13 @@ from datetime import datetime
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.services.notifier import SignInOutcome, StepEvent
+from bot.services.notifier import OperatorNotice, SignInOutcome, StepEvent
 from bot.services.policy import ManagerDirectory
 from handlers.blocks import Message
 from handlers.identity.messages import identity_updated
 from handlers.identity.sign_in import ModalUpdates
 from handlers.limits.views import approval_request, decision_for_requester, limits_changed
+from handlers.operator import operator_message
 from handlers.verification.views import (
     identity_panel,
     not_ready_message,
@@ -34,11 +35,13 @@ class SlackNotifier:
         *,
         approvals_channel: str | None = None,
         platform_domain: str = "",
+        ops_channel: str | None = None,
     ) -> None:
         self.client = client
         self.managers = managers
         self.approvals_channel = approvals_channel
         self.modals = ModalUpdates(client, platform_domain=platform_domain)
+        self.ops_channel = ops_channel
 
     async def sign_in_finished(self, outcome: SignInOutcome) -> None:
         await self.modals.sign_in_finished(outcome)
@@ -144,3 +147,8 @@ class SlackNotifier:
 
     async def limits_changed(self, identity: Identity, actor: str) -> None:
         await self.post(identity.notices_channel, limits_changed(identity, actor), fallback_user=actor)
+
+    async def operator_notice(self, notice: OperatorNotice) -> None:
+        """To OPS_CHANNEL when set; the services have already logged it."""
+        if self.ops_channel:
+            await self.post(self.ops_channel, operator_message(notice))

@@ -3,6 +3,7 @@
 from models.base import Base
 from models.db import Database, normalize_database_url
 from models.enums import (
+    Attribution,
     IdentityKind,
     IdentityStatus,
     LimitRequestStatus,
@@ -33,6 +34,7 @@ from models.tables import (
 )
 
 __all__ = [
+    "Attribution",
     "AuditEvent",
     "GatewayCredential",
     "InboundMessage",

@@ -65,8 +65,20 @@ class MessageKind(enum.StrEnum):
     COMPLAINT = "complaint"
     AUTO_REPLY = "auto_reply"
     LOOP = "loop"
+    LIST_MANAGER = "list_manager"  # a mailing-list manager's notice (held, rejected, confirm, loop alert)
     UNSUBSCRIBE = "unsubscribe"
     LEAD = "lead"
+    OPERATOR = "operator"  # mail to postmaster@ or abuse@ our domains: for the operator, posted to OPS_CHANNEL
+
+
+class Attribution(enum.StrEnum):
+    """How a bounce, complaint or unsubscribe request was matched to mail the team really sent (or that it was
+    not: then it changes nothing)."""
+
+    VERP = "verp"  # it arrived at a per-recipient return path bounces+<token>@<platform domain>
+    MESSAGE_ID = "message_id"  # it quotes the Message-ID of a message the team sent to that recipient
+    MAILED = "mailed"  # an unsubscribe request from an address the team has mailed
+    UNMATCHED = "unmatched"  # none of the above: stored and counted, nothing suppressed
 
 
 class SuppressionReason(enum.StrEnum):

@@ -10,6 +10,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from models.base import Base, utcnow, vocabulary
 from models.enums import (
+    Attribution,
     IdentityKind,
     IdentityStatus,
     LimitRequestStatus,
@@ -176,6 +177,13 @@ class InboundMessage(Base):
     classified_by: Mapped[str | None] = mapped_column(String(64))
     processed_at: Mapped[datetime | None]
     forwarded_at: Mapped[datetime | None]
+    # Reports (bounces, complaints, unsubscribe requests): how they were matched to mail the team sent.
+    attribution: Mapped[Attribution | None] = mapped_column(vocabulary(Attribution, "attribution"))
+    # Processing that failed: retried with backoff (next_attempt_at), parked after a few attempts (parked_at).
+    attempts: Mapped[int] = mapped_column(default=0, server_default="0")
+    next_attempt_at: Mapped[datetime | None]
+    parked_at: Mapped[datetime | None]
+    last_error: Mapped[str | None] = mapped_column(String(500))
 
 
 class Suppression(Base):

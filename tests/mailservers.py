@@ -76,6 +76,17 @@ class TestCA:
         self._leaves[key].configure_cert(context)
         return context
 
+    def server_files(self, directory: Path, hostnames: Iterable[str] = DEFAULT_HOSTNAMES) -> tuple[str, str]:
+        """(certificate chain, private key) PEM files for `hostnames`, issued by this CA (for *_TLS_CERT/_KEY)."""
+        leaf = self._ca.issue_cert(*hostnames)
+        directory.mkdir(parents=True, exist_ok=True)
+        cert, key = directory / "server-cert.pem", directory / "server-key.pem"
+        for blob in leaf.cert_chain_pems:
+            with cert.open("ab") as f:
+                f.write(blob.bytes())
+        leaf.private_key_pem.write_to_path(str(key))
+        return str(cert), str(key)
+
     def client_context(self) -> ssl.SSLContext:
         """A client context that trusts only this CA (for tests that speak TLS themselves)."""
         context = ssl.create_default_context()

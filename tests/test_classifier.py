@@ -461,7 +461,7 @@ CASES: list[tuple[str, bytes, Classification]] = [
     (
         "gmail non-standard bounce",
         GMAIL_NONSTANDARD_BOUNCE,
-        Classification(MessageKind.BOUNCE, "mailer-daemon-bounce", addresses=("lead.gone@example.org",)),
+        Classification(MessageKind.BOUNCE, "non-standard-bounce", addresses=("lead.gone@example.org",)),
     ),
     (
         "auto-submitted auto-replied",
@@ -493,12 +493,12 @@ CASES: list[tuple[str, bytes, Classification]] = [
     (
         "please remove me",
         PLEASE_REMOVE_ME,
-        Classification(MessageKind.UNSUBSCRIBE, "unsubscribe-phrase", addresses=("sam@customer.example.org",)),
+        Classification(MessageKind.UNSUBSCRIBE, "unsubscribe-request", addresses=("sam@customer.example.org",)),
     ),
     (
         "german abmelden",
         GERMAN_UNSUBSCRIBE,
-        Classification(MessageKind.UNSUBSCRIBE, "unsubscribe-phrase", addresses=("lena@kunde.example.de",)),
+        Classification(MessageKind.UNSUBSCRIBE, "unsubscribe-request", addresses=("lena@kunde.example.de",)),
     ),
     (
         "forwarded copy, token only in body",
@@ -528,9 +528,14 @@ CASES: list[tuple[str, bytes, Classification]] = [
 
 @pytest.mark.parametrize(("raw", "expected"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
 def test_classify(raw: bytes, expected: Classification) -> None:
-    assert classify(raw) == expected
+    assert verdict(classify(raw)) == verdict(expected)
     # With CRLF line endings, as stored by the SMTP server, the verdict is the same.
-    assert classify(raw.replace(b"\n", b"\r\n")) == expected
+    assert verdict(classify(raw.replace(b"\n", b"\r\n"))) == verdict(expected)
+
+
+def verdict(c: Classification) -> tuple[object, ...]:
+    """What a rule decided and extracted (permanence and the original's Message-IDs are checked elsewhere)."""
+    return c.kind, c.rule, c.addresses, c.tokens
 
 
 @pytest.mark.parametrize(
@@ -575,7 +580,7 @@ def test_vendor_auto_reply_headers(header: str) -> None:
 def test_unsubscribe_phrases(text: str) -> None:
     raw = f"From: Sam <sam@customer.example.org>\nSubject: Re: Quick question\n\n{text}\n".encode()
     assert classify(raw) == Classification(
-        MessageKind.UNSUBSCRIBE, "unsubscribe-phrase", addresses=("sam@customer.example.org",)
+        MessageKind.UNSUBSCRIBE, "unsubscribe-request", addresses=("sam@customer.example.org",)
     )
 
 

@@ -30,7 +30,7 @@ from sqlalchemy import select
 
 from bot.mail.messages import FORWARDED_HEADER, TOKEN_HEADER
 from bot.sandbox import FakeSlack, SlackClient
-from bot.services.incoming.store import MAX_CONCURRENT_PROCESSING
+from bot.services.incoming.drain import DRAIN_CONCURRENCY as MAX_CONCURRENT_PROCESSING
 from handlers.verification.ids import Verification as V
 from models import Database, Identity, InboundMessage, MessageKind, StepStatus, VerificationStep
 from tests.companymail import CompanyMail, start_company_mail
@@ -60,6 +60,11 @@ CONFIG_VARIABLES = (
     "INBOUND_SMTP",
     "SUBMISSION_SMTP",
     "RELAY_SMTP_URL",
+    "INBOUND_TLS_CERT",
+    "INBOUND_TLS_KEY",
+    "SUBMISSION_TLS_CERT",
+    "SUBMISSION_TLS_KEY",
+    "OPS_CHANNEL",
     "APPROVALS_CHANNEL",
     "MANAGERS",
     "SMTP_ALLOW_PRIVATE_HOSTS",
@@ -675,3 +680,57 @@ async def test_swaks_delivers_to_a_served_address_and_reports_550_for_an_unserve
     assert code == 24, output  # swaks: "no RCPTs accepted"
     assert "550 5.1.1" in output
     assert not await stored_for(bot, f"nobody@{PLATFORM_DOMAIN}")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# 5. Killed twice while leads stream in: every lead answered 250 is forwarded; a repeat is the same message
+
+
+async def test_leads_streaming_in_across_two_sigkills_are_all_forwarded_and_repeats_keep_their_message_id(
+    tmp_path: Path, database_url: str, spawn: Spawn, db_of: Callable[[], Database]
+) -> None:
+    from tests.gateway_helpers import make_identity
+    from tests.mailservers import Mailbox
+
+    mailbox = Mailbox()
+    relay = await start_smtp_server(mailbox=mailbox)
+    try:
+        bot = await spawn(database_url, RELAY_SMTP_URL=f"smtp://{relay.host}:{relay.port}?security=none")
+        identity = await make_identity(db_of(), f"stream@{PLATFORM_DOMAIN}")
+        accepted: list[str] = []
+        number = 0
+
+        async def stream(count: int) -> None:
+            nonlocal number
+            for _ in range(count):
+                lead = lead_reply(identity, number)
+                number += 1
+                try:
+                    reply = await deliver(bot, f"pat{number}@prospect.example", identity.address, lead.as_bytes())
+                except (aiosmtplib.SMTPException, OSError):
+                    continue  # the bot is down or died mid-session: not answered 250, the sender would retry
+                if reply.code == 250:
+                    accepted.append(str(lead["Message-ID"]))
+
+        for _kill in range(2):
+            streaming = asyncio.ensure_future(stream(60))
+            async with asyncio.timeout(60):
+                while len(accepted) < 20 * (_kill + 1):  # some accepted, some processing under way: kill now
+                    await asyncio.sleep(0.01)
+            await bot.kill()
+            await streaming
+            await bot.start()
+        await stream(20)
+
+        for wanted in accepted:
+            try:
+                await mailbox.wait_for(lambda m, w=wanted: str(m.get("In-Reply-To")) == w, timeout=EVENT_TIMEOUT * 2)
+            except TimeoutError:
+                raise AssertionError(f"lead {wanted} was answered 250 but never forwarded") from None
+        by_lead: dict[str, set[str]] = {}
+        for message in mailbox.messages:
+            by_lead.setdefault(str(message["In-Reply-To"]), set()).add(str(message["Message-ID"]))
+        assert all(len(ids) == 1 for ids in by_lead.values()), "a repeated forward is the same message"
+        assert len(accepted) >= 40
+    finally:
+        await relay.close()

@@ -14,6 +14,7 @@ from sqlalchemy import select
 
 from bot.mail.domains import PlatformDomains
 from bot.mail.messages import FORWARDED_HEADER
+from bot.services.gateway.outgoing import SentMail
 from bot.services.incoming import InboundStore, IncomingMail
 from bot.services.incoming.rules import classify
 from bot.services.incoming.store import dedup_key, message_id_of
@@ -27,6 +28,7 @@ from models import (
     Suppression,
     SuppressionReason,
 )
+from models.base import utcnow
 from tests.test_classifier import (
     GMAIL_FORWARDED_TOKEN_IN_BODY,
     PLEASE_REMOVE_ME,
@@ -63,18 +65,21 @@ class Calls:
     tokens: list[tuple[list[str], int]] = field(default_factory=list)
     fail_forwards: int = 0
 
-    async def forward(self, identity: Identity, message: EmailMessage) -> None:
+    async def forward(self, identity: Identity, message: bytes) -> None:
         if self.fail_forwards:
             self.fail_forwards -= 1
             raise ConnectionError("relay unavailable")
-        self.forwards.append((identity.id, message))
+        parsed = BytesParser(policy=policy.default).parsebytes(message)
+        self.forwards.append((identity.id, parsed))  # type: ignore[arg-type]
 
     async def on_tokens(self, tokens: list[str], message_id: int) -> None:
         self.tokens.append((tokens, message_id))
 
 
-def pipeline(db: Database, calls: Calls) -> IncomingMail:
-    return IncomingMail(db, DOMAINS, on_tokens=calls.on_tokens, forward=calls.forward)
+def pipeline(db: Database, calls: Calls, **options: object) -> IncomingMail:
+    """The pipeline, retrying at once (no backoff) unless told otherwise."""
+    options.setdefault("retry_delays", (0.0, 0.0, 0.0))
+    return IncomingMail(db, DOMAINS, on_tokens=calls.on_tokens, forward=calls.forward, **options)  # type: ignore[arg-type]
 
 
 @pytest.fixture
@@ -110,6 +115,14 @@ async def store(db: Database, raw: bytes, rcpt_tos: list[str], *, mail_from: str
         )
         session.add(row)
     return row.id
+
+
+async def sent(
+    db: Database, identity: Identity, recipient: str, message_id: str = "<outbound-1@platform.example.com>"
+) -> None:
+    """What the gateway records when it relays a message: the team really mailed `recipient`."""
+    async with db.transaction() as session:
+        await SentMail(db).record(session, identity, [recipient], message_id=message_id, verp=False, at=utcnow())
 
 
 async def load(db: Database, message_id: int) -> InboundMessage:
@@ -179,6 +192,7 @@ async def test_concurrent_processing_forwards_once(db: Database, identity: Ident
 
 
 async def test_bounce_suppresses_failed_address_and_is_not_forwarded(db: Database, identity: Identity) -> None:
+    await sent(db, identity, "nobody@customer.example.org")
     calls = Calls()
     incoming = pipeline(db, calls)
     message_id = await store(db, POSTFIX_DSN_5XX, [IDENTITY_ADDRESS], mail_from="")
@@ -211,6 +225,7 @@ async def test_our_own_addresses_are_never_suppressed(db: Database, identity: Id
 
 
 async def test_unsubscribe_suppresses_the_sender(db: Database, identity: Identity) -> None:
+    await sent(db, identity, "sam@customer.example.org", "<outreach-1@platform.example.com>")
     calls = Calls()
     message_id = await store(db, PLEASE_REMOVE_ME, [IDENTITY_ADDRESS])
 
@@ -219,7 +234,7 @@ async def test_unsubscribe_suppresses_the_sender(db: Database, identity: Identit
     assert calls.forwards == []
     assert await suppressions(db) == [("sam@customer.example.org", "unsubscribe", message_id)]
     row = await load(db, message_id)
-    assert (row.classification, row.classified_by) == ("unsubscribe", "unsubscribe-phrase")
+    assert (row.classification, row.classified_by) == ("unsubscribe", "unsubscribe-request")
     [event] = await audit_events(db)
     assert (event.detail["address"], event.detail["reason"]) == ("sam@customer.example.org", "unsubscribe")
 
@@ -238,6 +253,7 @@ async def test_verification_hands_tokens_and_row_id_over(db: Database, identity:
 
 async def test_process_pending_picks_up_rows_stored_while_no_processor_ran(db: Database, identity: Identity) -> None:
     # The crash-after-250 case: rows committed, nothing processed them.
+    await sent(db, identity, "nobody@customer.example.org")
     lead = await store(db, LEAD_REPLY, [IDENTITY_ADDRESS])
     bounce = await store(db, POSTFIX_DSN_5XX, [IDENTITY_ADDRESS], mail_from="")
     auto_reply = await store(db, VACATION_AUTO_SUBMITTED, [IDENTITY_ADDRESS])
@@ -388,7 +404,7 @@ async def test_inbound_server_and_pipeline_together(db: Database, identity: Iden
 
 
 def test_forward_of_an_8bit_original_keeps_it_readable() -> None:
-    from bot.services.incoming.forwarding import build_forward
+    from bot.services.incoming.forwarding import ForwardTarget, Original, build_forward
 
     raw = (
         "From: Lena Kunde <lena@kunde.example.de>\r\nTo: jane.doe@platform.example.com\r\n"
@@ -396,9 +412,8 @@ def test_forward_of_an_8bit_original_keeps_it_readable() -> None:
         "Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\n"
         "Gerne, nächste Woche passt.\r\n"
     ).encode()
-    identity = Identity(id=7, display_name="Jane Doe", address=IDENTITY_ADDRESS, forwarding_address=FORWARDING_ADDRESS)
-    fwd = build_forward(identity, raw, 42)
-    wire = fwd.as_bytes(policy=policy.SMTP)
+    target = ForwardTarget("Jane Doe", IDENTITY_ADDRESS, FORWARDING_ADDRESS, IDENTITY_ADDRESS)
+    wire = build_forward(target, Original(42, raw, "k" * 128, utcnow()))
     parsed = BytesParser(policy=policy.default).parsebytes(wire)
     assert parsed["Subject"] == "Fwd: AW: Grüße"
     assert "Gerne, nächste Woche passt." in parsed.get_body(("plain",)).get_content()

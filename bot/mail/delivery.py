@@ -54,7 +54,7 @@ class Delivery:
             return f"accepted by {server.host}:{server.port}"
         return await self.send_from_platform(message, sender=sender, recipients=recipients)
 
-    async def send_from_platform(self, message: EmailMessage, *, sender: str, recipients: list[str]) -> str:
+    async def send_from_platform(self, message: EmailMessage | bytes, *, sender: str, recipients: list[str]) -> str:
         own = [r for r in recipients if self._is_own(r)]
         other = [r for r in recipients if not self._is_own(r)]
         routes: list[str] = []
@@ -108,18 +108,22 @@ class Delivery:
             return failed(copies, f"could not send through {server.host}:{server.port} ({exc.diagnosis.code})")
 
     def _copy_to_outbox(self, copy: Copy) -> CopyResult:
-        self.outbox.mkdir(parents=True, exist_ok=True)
-        path = self.outbox / f"{int(time.time())}-{uuid.uuid4().hex[:8]}.eml"
-        path.write_bytes(f"X-Envelope-From: {copy.sender}\r\nX-Envelope-To: {copy.recipient}\r\n".encode() + copy.data)
+        envelope = f"X-Envelope-From: {copy.sender}\r\nX-Envelope-To: {copy.recipient}\r\n"
+        path = self._write_outbox(envelope.encode() + copy.data)
         log.info("no RELAY_SMTP_URL: a copy for 1 recipient written to %s", path)
         return CopyResult(copy.recipient, CopyStatus.ACCEPTED, 250, "stored in the local outbox")
 
-    def _to_outbox(self, message: EmailMessage, sender: str, recipients: list[str]) -> Path:
+    def _to_outbox(self, message: EmailMessage | bytes, sender: str, recipients: list[str]) -> Path:
+        envelope = f"X-Envelope-From: {sender}\nX-Envelope-To: {', '.join(recipients)}\n"
+        data = message if isinstance(message, bytes) else message.as_bytes()
+        path = self._write_outbox(envelope.encode() + data)
+        log.info("no RELAY_SMTP_URL: message for %d recipient(s) written to %s", len(recipients), path)
+        return path
+
+    def _write_outbox(self, data: bytes) -> Path:
         """Mode 0700 directory, 0600 files: outbox mail holds one-time passwords and leads."""
         self.outbox.mkdir(mode=0o700, parents=True, exist_ok=True)
         path = self.outbox / f"{int(time.time())}-{uuid.uuid4().hex[:8]}.eml"
-        envelope = f"X-Envelope-From: {sender}\nX-Envelope-To: {', '.join(recipients)}\n"
         with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as f:
-            f.write(envelope.encode() + message.as_bytes())
-        log.info("no RELAY_SMTP_URL: message for %d recipient(s) written to %s", len(recipients), path)
+            f.write(data)
         return path

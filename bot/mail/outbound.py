@@ -162,13 +162,14 @@ class MailSender:
     async def send(
         self,
         server: SmtpServer,
-        message: EmailMessage,
+        message: EmailMessage | bytes,
         *,
         sender: str | None = None,
         recipients: list[str] | None = None,
         trusted: bool = False,
     ) -> None:
-        """Send one message; `sender`/`recipients` default to the message headers. `trusted` (the platform relay,
+        """Send one message (bytes: already on the wire, then `sender` and `recipients` are required);
+        `sender`/`recipients` default to the message headers. `trusted` (the platform relay,
         loopback delivery) skips the SSRF guard and port list. Raises SmtpFailure on any failure, including a
         refusal of only some recipients (the message then went to the others)."""
         tokens: list[str] = []
@@ -208,7 +209,7 @@ class MailSender:
     async def _session(
         self,
         server: SmtpServer,
-        message: EmailMessage | None,
+        message: EmailMessage | bytes | None,
         *,
         sender: str | None,
         recipients: list[str] | None,
@@ -326,7 +327,7 @@ class MailSender:
     async def _transact(
         self,
         client: aiosmtplib.SMTP,
-        message: EmailMessage | None,
+        message: EmailMessage | bytes | None,
         *,
         sender: str | None,
         recipients: list[str] | None,
@@ -335,6 +336,8 @@ class MailSender:
         if message is None:
             await client.mail(sender or "")
             await client.rset()
+        elif isinstance(message, bytes):
+            refused, _ = await client.sendmail(sender or "", recipients or [], message)
         else:
             refused, _ = await client.send_message(message, sender=sender, recipients=recipients)
         try:

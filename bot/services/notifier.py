@@ -5,6 +5,7 @@ Announcing is best effort: everything an event reports is already stored."""
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -61,6 +62,27 @@ class SignInOutcome:
     link: str | None = field(default=None, repr=False)  # the modal's sign-in link, for "Sign in again"
 
 
+class OperatorEvent(enum.StrEnum):
+    OPERATOR_MAIL = "operator_mail"  # mail to postmaster@ / abuse@ one of our domains
+    MESSAGE_PARKED = "message_parked"  # an inbound message whose processing failed too often: set aside
+
+
+@dataclass(frozen=True)
+class OperatorNotice:
+    """Something the platform's operator should see (OPS_CHANNEL): mail to its postmaster@ / abuse@ mailboxes, or an
+    inbound message parked after `attempts` failed attempts (`detail`: the last error)."""
+
+    event: OperatorEvent
+    inbound_id: int
+    at: datetime
+    sender: str
+    recipients: tuple[str, ...]
+    subject: str
+    size: int
+    attempts: int = 0
+    detail: str = ""
+
+
 class Notifier(Protocol):
     async def identity_created(self, identity: Identity, request: LimitRequest | None) -> Posted | None:
         """A new identity was saved: post its panel to the notices channel."""
@@ -97,6 +119,9 @@ class Notifier(Protocol):
 
     async def sign_in_finished(self, outcome: SignInOutcome) -> None:
         """A "Sign in with Microsoft / Google" came back: update the modal it was started from in place."""
+
+    async def operator_notice(self, notice: OperatorNotice) -> None:
+        """Tell the platform's operator (OPS_CHANNEL; only the log when it is unset)."""
 
 
 class NullNotifier:
@@ -136,4 +161,7 @@ class NullNotifier:
         return None
 
     async def sign_in_finished(self, outcome: SignInOutcome) -> None:
+        return None
+
+    async def operator_notice(self, notice: OperatorNotice) -> None:
         return None

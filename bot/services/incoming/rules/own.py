@@ -4,7 +4,7 @@ coming back to us."""
 from __future__ import annotations
 
 from bot.mail.messages import FORWARDED_HEADER, TOKEN_HEADER, TOKEN_PATTERN
-from bot.mail.mime import Mail, header_text, part_text
+from bot.mail.mime import Mail, header_text
 from bot.services.incoming.rules.base import Classification, unique
 from models import MessageKind
 
@@ -20,7 +20,7 @@ class OwnToken:
         for part in mail.parts:
             found += TOKEN_PATTERN.findall(header_text(part, TOKEN_HEADER))
             if part.get_content_maintype() == "text":
-                found += TOKEN_PATTERN.findall(part_text(part))
+                found += TOKEN_PATTERN.findall(mail.text_of(part))
         tokens = unique(found)
         return Classification(MessageKind.VERIFICATION, self.name, tokens=tokens) if tokens else None
 
