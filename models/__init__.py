@@ -4,6 +4,7 @@ from models.base import Base
 from models.db import Database, normalize_database_url
 from models.enums import (
     Attribution,
+    IdentityHealth,
     IdentityKind,
     IdentityStatus,
     LimitRequestStatus,
@@ -50,6 +51,7 @@ __all__ = [
     "Base",
     "Database",
     "Identity",
+    "IdentityHealth",
     "IdentityKind",
     "IdentityStatus",
     "LimitRequest",

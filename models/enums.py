@@ -99,3 +99,12 @@ class MailboxProvider(enum.StrEnum):
 
     MICROSOFT = "microsoft"
     GOOGLE = "google"
+
+
+class IdentityHealth(enum.StrEnum):
+    """How an identity is doing after verification (the scheduled re-checks and its bounce and complaint rates).
+    Separate from IdentityStatus: a ready identity can need attention, and a paused one sends nothing."""
+
+    HEALTHY = "healthy"
+    NEEDS_ATTENTION = "needs_attention"  # a check found a problem; the identity still sends
+    PAUSED = "paused"  # bounce or complaint rate over the line: the gateway defers its mail until a manager resumes it

@@ -11,6 +11,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 from models.base import Base, utcnow, vocabulary
 from models.enums import (
     Attribution,
+    IdentityHealth,
     IdentityKind,
     IdentityStatus,
     LimitRequestStatus,
@@ -67,6 +68,11 @@ class Identity(Base):
     smtp_password_encrypted: Mapped[str | None] = mapped_column(Text)  # Fernet token, never the password
     # Where the customer's mailbox forwards copies of replies (unique, unguessable).
     tracking_address: Mapped[str | None] = mapped_column(String(254), unique=True)
+
+    # Health after verification (services/health): what the last checks or the bounce and complaint rates found.
+    health: Mapped[IdentityHealth] = mapped_column(vocabulary(IdentityHealth, "health"), default=IdentityHealth.HEALTHY)
+    health_reason: Mapped[str] = mapped_column(Text, default="")
+    health_changed_at: Mapped[datetime | None]
 
     # The verification panel message in the notices channel, updated in place.
     panel_channel: Mapped[str | None] = mapped_column(String(32))
@@ -233,6 +239,9 @@ class SentRecipient(Base):
     verp_token: Mapped[str | None] = mapped_column(String(40), unique=True)
     state: Mapped[SlotState] = mapped_column(vocabulary(SlotState, "state"), default=SlotState.RESERVED)
     sent_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # Set when an attributed hard bounce or complaint came back for this copy (the identity's rates count them).
+    bounced_at: Mapped[datetime | None]
+    complained_at: Mapped[datetime | None]
 
 
 class UnsubscribeToken(Base):

@@ -18,6 +18,7 @@ from sqlalchemy import func, select
 
 from bot.mail.domains import PlatformDomains
 from bot.services.gateway.outgoing import SentMail
+from bot.services.health import SendingRates
 from bot.services.incoming import IncomingMail
 from bot.services.incoming.attribution import MAX_SUPPRESSIONS_PER_MESSAGE
 from models import Attribution, Database, Identity, IdentityKind, InboundMessage, SentRecipient, Suppression
@@ -123,6 +124,9 @@ async def test_reports_matching_mail_the_team_sent_suppress_for_the_team(db: Dat
         ("T0TEST", "complainer@isp.example"),
         ("T0TEST", "leaver@corp.example"),
     ]
+    # The identity's rates count the attributed hard bounce and complaint (an unsubscribe is neither).
+    rates = await SendingRates(db).of(identity.id)
+    assert (rates.sent, rates.hard_bounces, rates.complaints) == (3, 1, 1)
 
 
 async def test_a_report_naming_many_mailed_addresses_adds_at_most_a_handful(db: Database, identity: Identity) -> None:
@@ -141,6 +145,7 @@ async def test_a_delayed_bounce_matches_but_suppresses_nothing(db: Database, ide
     row = await process(db, delayed, rcpt=DOMAINS.return_path(token))
     assert (row.classification, row.attribution) == ("bounce", Attribution.VERP)
     assert await suppressed(db) == []
+    assert (await SendingRates(db).of(identity.id)).hard_bounces == 0, "a delay is not a hard bounce"
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -29,11 +29,12 @@ MAX_ROWS = 500
 
 @dataclass(frozen=True)
 class Target:
-    """An address to suppress for a team, and the identity whose mail it was."""
+    """An address to suppress for a team, the identity whose mail it was, and the record of that copy."""
 
     team_id: str
     address: str
     identity_id: int
+    sent_id: int
 
 
 @dataclass(frozen=True)
@@ -90,7 +91,7 @@ async def _sent(session: AsyncSession, *conditions: object) -> list[SentRecipien
 def _targets(rows: list[SentRecipient]) -> tuple[Target, ...]:
     found: dict[tuple[str, str], Target] = {}
     for row in rows:
-        found.setdefault((row.team_id, row.recipient_key), Target(row.team_id, row.recipient, row.identity_id))
+        found.setdefault((row.team_id, row.recipient_key), Target(row.team_id, row.recipient, row.identity_id, row.id))
         if len(found) >= MAX_SUPPRESSIONS_PER_MESSAGE:
             break
     return tuple(found.values())

@@ -258,6 +258,7 @@ class IncomingMail:
             log.info("incoming: %s %s matches nothing the team sent; it changes nothing", kind, row.id)
             return
         reason = SUPPRESSION_REASONS[kind]
+        await self._mark_sent(session, kind, attributed)
         for target in attributed.targets:
             if self.domains.is_own(target.address):
                 continue
@@ -277,6 +278,20 @@ class IncomingMail:
                     inbound_message_id=row.id,
                 )
                 log.info("incoming: suppressed %s (%s, message %s)", target.address, reason, row.id)
+
+    @staticmethod
+    async def _mark_sent(session: AsyncSession, kind: MessageKind, attributed: Attributed) -> None:
+        """An attributed hard bounce or complaint is remembered on the copy it was about: the identity's bounce and
+        complaint rates (services/health/rates.py) count these marks."""
+        column = {MessageKind.BOUNCE: "bounced_at", MessageKind.COMPLAINT: "complained_at"}.get(kind)
+        ids = [t.sent_id for t in attributed.targets]
+        if column is None or not ids:
+            return
+        await session.execute(
+            update(SentRecipient)
+            .where(SentRecipient.id.in_(ids), getattr(SentRecipient, column).is_(None))
+            .values({column: utcnow()})
+        )
 
     async def _failed(self, row: InboundMessage, exc: Exception) -> None:
         """Count a failed attempt: retry later with backoff, or park the message after MAX_ATTEMPTS."""
