@@ -44,7 +44,7 @@ from bot.sandbox import FakeSlack, SlackClient  # noqa: E402
 from bot.services.gateway.credentials import GatewayCredentials, hash_password, verify_password  # noqa: E402
 from models import GatewayCredential, Identity, IdentityKind, IdentityStatus  # noqa: E402
 
-TOKEN = "xoxb-bench-token"
+TOKEN = "xoxb-bench"  # the local emulator accepts it; not a real token
 SECRET = "bench-signing-secret"
 ADDRESS = "bench@platform.example.com"
 CONNECTIONS = 20
