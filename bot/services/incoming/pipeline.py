@@ -173,9 +173,16 @@ class IncomingMail:
     # ------------------------------------------------------------------------------------------------------------
 
     async def _process_row(self, row: InboundMessage) -> None:
-        if await self._one_click_by_mail(row):
-            return
         recipients = [r.strip().lower() for r in row.rcpt_tos if r]
+        unsubscribing = [r for r in recipients if self.domains.unsubscribe_token(r)]
+        if unsubscribing:
+            # A one-click unsubscribe by mail acts whatever else the message is; if it also went to an identity
+            # (a reply that Cc'd the unsubscribe address), the rest is judged as usual: a lead is never lost.
+            await self._one_click_by_mail(row, unsubscribing)
+            recipients = [r for r in recipients if r not in unsubscribing]
+            if not recipients:
+                await self._done_as_one_click(row)
+                return
         operator = [r for r in recipients if self._operator_mailbox(r)]
         tokens = [t for t in (self.domains.return_path_token(r) for r in recipients) if t]
         # An identity's own or tracking address: where people (and the customer's forwarder) write to.
@@ -231,24 +238,23 @@ class IncomingMail:
                 )
             )
 
-    async def _one_click_by_mail(self, row: InboundMessage) -> bool:
+    async def _one_click_by_mail(self, row: InboundMessage, addresses: list[str]) -> None:
         """Mail to the unsubscribe+TOKEN@ address of a List-Unsubscribe header (RFC 8058's mailto:): the token alone
-        says who and for which team, whatever the message says. True when the message was one (then it is done)."""
+        says who and for which team, whatever the message says (insert-if-absent: a retry changes nothing)."""
         if self.unsubscribes is None:
-            return False
-        tokens = [t for t in (self.domains.unsubscribe_token(r) for r in row.rcpt_tos) if t]
-        if not tokens:
-            return False
+            return
+        tokens = [t for t in (self.domains.unsubscribe_token(a) for a in addresses) if t]
         for token in dict.fromkeys(tokens[:MAX_UNSUBSCRIBES_PER_MESSAGE]):
             await self.unsubscribes.unsubscribe(token, via="mail", source_message_id=row.id)
+        log.info("incoming: message %s unsubscribes by mail (%d address(es))", row.id, len(tokens))
+
+    async def _done_as_one_click(self, row: InboundMessage) -> None:
         async with self.db.transaction() as session:
             await session.execute(
                 update(InboundMessage)
                 .where(InboundMessage.id == row.id, InboundMessage.processed_at.is_(None))
                 .values(classification=MessageKind.UNSUBSCRIBE, classified_by=ONE_CLICK_RULE, processed_at=utcnow())
             )
-        log.info("incoming: message %s is a one-click unsubscribe by mail", row.id)
-        return True
 
     async def _suppress(
         self, session: AsyncSession, row: InboundMessage, kind: MessageKind, rule: str, attributed: Attributed
