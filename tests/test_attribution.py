@@ -17,7 +17,6 @@ import pytest
 from sqlalchemy import func, select
 
 from bot.mail.domains import PlatformDomains
-from bot.services.gateway.outgoing import SentMail
 from bot.services.health import SendingRates
 from bot.services.incoming import IncomingMail
 from bot.services.incoming.attribution import MAX_SUPPRESSIONS_PER_MESSAGE
@@ -25,6 +24,7 @@ from models import Attribution, Database, Identity, IdentityKind, InboundMessage
 from models.base import utcnow
 from tests.conftest import PLATFORM_DOMAIN, TRACKING_DOMAIN
 from tests.gateway_helpers import make_identity
+from tests.sent_mail import record_sent
 from tests.test_inbound_door import ADDRESS, Door, door  # noqa: F401
 from tests.test_incoming import Calls, store
 
@@ -79,7 +79,7 @@ async def suppressed(db: Database) -> list[tuple[str | None, str]]:
 async def record(db: Database, identity: Identity, recipients: list[str], *, verp: bool = False) -> list[str]:
     """What the gateway / platform relay records; returns the VERP tokens."""
     async with db.transaction() as session:
-        rows = await SentMail(db).record(session, identity, recipients, message_id=OUTREACH_ID, verp=verp, at=utcnow())
+        rows = await record_sent(session, identity, recipients, message_id=OUTREACH_ID, verp=verp, at=utcnow())
         return [r.verp_token or "" for r in rows]
 
 

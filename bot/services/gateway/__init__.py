@@ -12,7 +12,6 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from bot.services.gateway.credentials import GatewayCredentials, IssuedCredential
     from bot.services.gateway.dispatch import Dispatcher, Relay
-    from bot.services.gateway.outgoing import SentMail
     from bot.services.gateway.reports import DeliveryReports
     from bot.services.gateway.submission import (
         GatewayLogin,
@@ -32,7 +31,6 @@ _EXPORTS = {
     "IssuedCredential": "bot.services.gateway.credentials",
     "Dispatcher": "bot.services.gateway.dispatch",
     "Relay": "bot.services.gateway.dispatch",
-    "SentMail": "bot.services.gateway.outgoing",
     "DeliveryReports": "bot.services.gateway.reports",
     "GatewayLogin": "bot.services.gateway.submission",
     "IdentityRelay": "bot.services.gateway.submission",
@@ -60,7 +58,6 @@ __all__ = [
     "Relay",
     "SenderVerdict",
     "SendingLimits",
-    "SentMail",
     "Slot",
     "Submission",
     "Submitted",
