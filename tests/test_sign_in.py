@@ -467,7 +467,7 @@ async def test_sign_in_over_socket_mode(
 async def test_secrets_rotate_reencrypts_the_sign_in_tokens(sobot: Bot, provider: Provider, tmp_path: Path) -> None:
     from cryptography.fernet import Fernet
 
-    from bot.app import rotate_secrets
+    from bot.maintenance import rotate_secrets
     from bot.services.secrets import SecretBox
 
     bot = sobot
