@@ -1,6 +1,6 @@
 """Slack ack latency while the submission gateway is flooded with wrong AUTHs.
 
-    python benchmarks/auth_flood.py [--rounds N] [--interval SECONDS]
+    python benchmarks/auth_flood.py [--bursts N] [--interval SECONDS]
 
 Runs the whole bot in this process (HTTP mode, the local Slack emulator in place of slack.com, SQLite in a temporary
 directory) and measures the ack time of a signed `/identity help` slash command, one every `--interval` seconds:

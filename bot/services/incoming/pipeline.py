@@ -29,10 +29,11 @@ from bot.mail.mime import first_address, header_summary
 from bot.services import audit
 from bot.services.gateway.suppressions import Suppressions
 from bot.services.gateway.unsubscribe import Unsubscribes
-from bot.services.incoming.attribution import Attributed, attribute
+from bot.services.incoming.attribution import MAX_SUPPRESSIONS_PER_MESSAGE, Attributed, attribute
 from bot.services.incoming.forwarding import ForwardTarget, Original
 from bot.services.incoming.judging import Job, Verdict
 from bot.services.incoming.locks import processing_locks
+from bot.services.incoming.store import OPERATOR_MAILBOXES
 from bot.services.incoming.workers import InlineJudge
 from bot.services.notifier import Notifier, NullNotifier, OperatorEvent, OperatorNotice
 from models import Attribution, Database, Identity, InboundMessage, MessageKind, SentRecipient, SuppressionReason
@@ -48,10 +49,7 @@ SUPPRESSION_REASONS = {
 }
 # Failed processing is retried after these delays (seconds), then parked: 4 attempts over about 20 minutes.
 RETRY_DELAYS = (30.0, 180.0, 900.0)
-OPERATOR_MAILBOXES = ("postmaster", "abuse")
 
-# A message to unsubscribe+TOKEN@ addresses (see `_one_click_by_mail`) acts on at most this many of them.
-MAX_UNSUBSCRIBES_PER_MESSAGE = 5
 ONE_CLICK_RULE = "list-unsubscribe-mailto"
 
 Forward = Callable[[Identity, bytes], Awaitable[None]]
@@ -244,7 +242,7 @@ class IncomingMail:
         if self.unsubscribes is None:
             return
         tokens = [t for t in (self.domains.unsubscribe_token(a) for a in addresses) if t]
-        for token in dict.fromkeys(tokens[:MAX_UNSUBSCRIBES_PER_MESSAGE]):
+        for token in dict.fromkeys(tokens[:MAX_SUPPRESSIONS_PER_MESSAGE]):
             await self.unsubscribes.unsubscribe(token, via="mail", source_message_id=row.id)
         log.info("incoming: message %s unsubscribes by mail (%d address(es))", row.id, len(tokens))
 
@@ -386,6 +384,6 @@ class IncomingMail:
             return await session.scalar(
                 select(Identity)
                 .join(SentRecipient, and_(SentRecipient.identity_id == Identity.id))
-                .where(SentRecipient.verp_token.in_(tokens[:5]))
+                .where(SentRecipient.verp_token.in_(tokens[:MAX_SUPPRESSIONS_PER_MESSAGE]))
                 .limit(1)
             )
