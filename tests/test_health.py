@@ -58,7 +58,7 @@ async def health_bot(tmp_path: Path, url: str, fake: FakeSlack, company: Company
 async def hbot(
     tmp_path: Path, sqlite_url: str, fake_slack: FakeSlack, company: CompanyMail, dns_server: FakeDNS
 ) -> AsyncIterator[Bot]:
-    bot = await health_bot(tmp_path, sqlite_url, fake_slack, company, dns_server)
+    bot = await health_bot(tmp_path, sqlite_url, fake_slack, company, dns_server, HEALTH_MENTION="S0SALES")
     yield bot
     await bot.slack.close()
     await bot.runtime.stop()
@@ -250,6 +250,7 @@ async def test_a_removed_forwarder_is_named_with_the_tracking_address_to_add_bac
     message = await wait_posted(bot, "needs attention", mark)
     blocks = blocks_text(message)
     assert f"`{identity.tracking_address}`" in blocks and "forwarder" in blocks and "back" in blocks
+    assert "<!subteam^S0SALES>" in blocks, "HEALTH_MENTION is pinged for needs attention"
     stored = await identity_of(bot, identity.id)
     assert stored.health == IdentityHealth.NEEDS_ATTENTION
     assert "no copy of the probe reached the CC tracking address" in stored.health_reason
@@ -504,3 +505,27 @@ async def test_a_revoked_sign_in_needs_attention_with_a_sign_in_again_button(
         await bot.slack.close()
         await bot.runtime.stop()
         await provider.close()
+
+
+# ---- the rules, alone -------------------------------------------------------------------------------------------
+
+
+def test_the_lines_and_what_an_unknown_check_carries() -> None:
+    from bot.services.health.rates import Rates
+    from bot.services.health.state import carry, outcome_of, pause_reason
+    from bot.services.notifier import HealthFinding
+
+    assert not Rates(19, 19, 0).over_the_line, "judged from 20 emails on"
+    assert not Rates(20, 1, 0).over_the_line, "5 % is the line, not over it"
+    assert pause_reason(Rates(25, 2, 0)) == "8% hard bounces (2 of 25 emails in 7 days; the line is 5%)"
+    assert pause_reason(Rates(300, 0, 1)) == "0.33% spam complaints (1 of 300 emails in 7 days; the line is 0.3%)"
+    assert pause_reason(Rates(40, 3, 1)).count(" and ") == 1
+
+    login = HealthFinding("login", "problem", "smtp.acme.example.com:587", "auth_failed", "refused")
+    unknown_login = HealthFinding("login", "unknown", "smtp.acme.example.com:587", "timeout")
+    dmarc_ok = HealthFinding("dmarc", "ok", "acme.example.com")
+    kept = carry([unknown_login, dmarc_ok], [login])
+    assert kept[-1].carried and kept[-1].code == "auth_failed" and outcome_of(kept) == "problems"
+    assert carry([HealthFinding("login", "ok", "smtp.acme.example.com:587"), dmarc_ok], [login])[-1] == dmarc_ok
+    assert outcome_of([unknown_login, dmarc_ok]) == "incomplete"
+    assert outcome_of([HealthFinding("dmarc", "warning", "acme.example.com")]) == "warnings"

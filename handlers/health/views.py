@@ -17,6 +17,7 @@ from slack_sdk.models.blocks import (
 from bot.mail.sign_in_diagnosis import SIGN_IN_AGAIN
 from bot.services.health.checks import COPY_MISSING, LOGIN, PASSWORD_REFUSED, TRACKING
 from bot.services.health.rates import MAX_BOUNCE_RATE, MAX_COMPLAINT_RATE, RATE_WINDOW
+from bot.services.health.state import percent
 from bot.services.notifier import HealthEvent, HealthFinding, HealthNotice
 from handlers.blocks import Message, context, escape, slack_date
 from handlers.health.ids import Health as H
@@ -44,10 +45,6 @@ OUTCOME_WORDS = {
 RERUN = "Re-run checks"
 RESUME = "Resume"
 MAX_SECTION = 2900
-
-
-def _percent(rate: float) -> str:
-    return f"{rate * 100:.1f}".rstrip("0").rstrip(".") + "%"
 
 
 def health_line(identity: Identity) -> str:
@@ -192,8 +189,8 @@ def _paused(identity: Identity, notice: HealthNotice) -> Message:
     head = (
         f":double_vertical_bar: *{_who(identity)} is paused*: {escape(identity.health_reason)}.\n"
         f"In the last {days} days it sent {notice.sent} emails: {notice.hard_bounces} hard bounces "
-        f"({_percent(bounce)}) and {notice.complaints} spam complaints ({_percent(complaint)}). The mailbox "
-        f"providers' line is {_percent(MAX_BOUNCE_RATE)} hard bounces and {_percent(MAX_COMPLAINT_RATE)} complaints; "
+        f"({percent(bounce)}) and {notice.complaints} spam complaints ({percent(complaint)}). The mailbox "
+        f"providers' line is {percent(MAX_BOUNCE_RATE)} hard bounces and {percent(MAX_COMPLAINT_RATE)} complaints; "
         "over it they start blocking the domain. Mail sent as this identity through the gateway is deferred "
         "(`451 4.7.1`, the mailer keeps it) until a manager resumes it. Check the list it was sent to first."
     )

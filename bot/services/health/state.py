@@ -49,8 +49,10 @@ def reason(findings: Sequence[HealthFinding]) -> str:
     return "; ".join(dict.fromkeys(f.summary or f.check for f in problems(findings)))
 
 
-def _percent(rate: float) -> str:
-    return f"{rate * 100:.1f}".rstrip("0").rstrip(".") + "%"
+def percent(rate: float) -> str:
+    """8%, 5.2%, 0.33%: two decimals under one percent (where the complaint line is)."""
+    digits = 2 if rate < 0.01 else 1
+    return f"{rate * 100:.{digits}f}".rstrip("0").rstrip(".") + "%"
 
 
 def pause_reason(rates: Rates) -> str:
@@ -59,12 +61,12 @@ def pause_reason(rates: Rates) -> str:
     parts = []
     if rates.bounce_rate > MAX_BOUNCE_RATE:
         parts.append(
-            f"{_percent(rates.bounce_rate)} hard bounces ({rates.hard_bounces} of {rates.sent} emails in {days} days; "
-            f"the line is {_percent(MAX_BOUNCE_RATE)})"
+            f"{percent(rates.bounce_rate)} hard bounces ({rates.hard_bounces} of {rates.sent} emails in {days} days; "
+            f"the line is {percent(MAX_BOUNCE_RATE)})"
         )
     if rates.complaint_rate > MAX_COMPLAINT_RATE:
         parts.append(
-            f"{_percent(rates.complaint_rate)} spam complaints ({rates.complaints} of {rates.sent} emails in {days} "
-            f"days; the line is {_percent(MAX_COMPLAINT_RATE)})"
+            f"{percent(rates.complaint_rate)} spam complaints ({rates.complaints} of {rates.sent} emails in {days} "
+            f"days; the line is {percent(MAX_COMPLAINT_RATE)})"
         )
     return " and ".join(parts)
