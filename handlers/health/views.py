@@ -57,7 +57,7 @@ def health_line(identity: Identity) -> str:
         outcome = OUTCOME_WORDS.get(identity.health_check_outcome or "", "")
         line += f"\nLast checked {slack_date(identity.health_checked_at)}: {outcome}."
     else:
-        line += "\nNot checked since it was verified yet: the checks run on a schedule."
+        line += "\nNot checked yet: the health checks run on a schedule."
     return line
 
 

@@ -67,7 +67,7 @@ def downgrade() -> None:
     op.drop_table("health_checks")
     with op.batch_alter_table("identities") as batch:
         batch.drop_index("ix_identities_health_due_at")
-        batch.drop_constraint("ck_identities_health_check_outcome", type_="check")
+        batch.drop_constraint(op.f("ck_identities_health_check_outcome"), type_="check")
         batch.drop_column("health_rates_since")
         batch.drop_column("health_due_at")
         batch.drop_column("health_check_outcome")
