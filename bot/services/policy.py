@@ -3,7 +3,8 @@ from text someone typed) and the managers' directory that the Slack side impleme
 
 - Anyone in the workspace may create identities and look at them (`/identity show`, `list`, the panel).
 - An identity's creator and managers may act on it: run its verification steps, ask for and enter its one-time
-  passwords, edit it, change its limits (`IdentityAction`). Everyone else sees its panel read-only.
+  passwords, edit it, change its limits, re-run its health checks (`IdentityAction`). Everyone else sees its panel
+  read-only.
 - Only managers decide limit requests, and never their own; only managers resume a paused identity.
 """
 
