@@ -43,11 +43,12 @@ from bot.services.gateway import (
     Submission,
     Unsubscribes,
 )
+from bot.services.health import DomainSettings, HealthChecks, HealthScheduler, HealthService
 from bot.services.identities import IdentityService
 from bot.services.identities.grants import MailboxGrants
 from bot.services.identities.sign_in import MailboxSignIn
 from bot.services.incoming import Drain, InboundStore, IncomingMail, JudgePool, LeadForwarder
-from bot.services.incoming.pipeline import Judge
+from bot.services.incoming.pipeline import Judge, OnTokens
 from bot.services.limits import LimitService
 from bot.services.notifier import Notifier
 from bot.services.policy import ManagerDirectory, Policy
@@ -62,6 +63,8 @@ from handlers.notifier import SlackNotifier
 from models import Database
 
 log = logging.getLogger(__name__)
+
+DNS_TIMEOUT = 3.0  # seconds one DNS check of the health checks may take
 
 
 def build_slack_client(settings: Settings) -> AsyncWebClient:
@@ -116,6 +119,28 @@ def signing_key_error(exc: DkimKeyError, settings: Settings) -> ConfigError:
     """A DKIM key that can't be used stops start-up naming the variable to fix."""
     variable = "DKIM_PRIVATE_KEY" if settings.dkim_private_key is not None else "DATA_DIR"
     return ConfigError(variable, str(exc).removeprefix("DKIM_PRIVATE_KEY: "))
+
+
+def domain_settings(settings: Settings, signer: DkimSigner) -> DomainSettings:
+    """What the health checks' DNS part needs: DNS_RESOLVER, and the platform domain's relay, selector and key."""
+    return DomainSettings(
+        resolver=settings.dns_resolver,
+        timeout=DNS_TIMEOUT,
+        platform_domain=settings.platform_domain,
+        relay_host=settings.relay.host if settings.relay is not None else None,
+        dkim_selector=settings.dkim_selector,
+        dkim_key=signer.key,
+    )
+
+
+def both(first: OnTokens, second: OnTokens) -> OnTokens:
+    """Tokens found in inbound mail go to the verification steps and to the health checks' probes."""
+
+    async def on_tokens(tokens: list[str], message_id: int) -> None:
+        await first(tokens, message_id)
+        await second(tokens, message_id)
+
+    return on_tokens
 
 
 def relay_of(settings: Settings) -> SmtpServer | None:
@@ -184,6 +209,19 @@ def build_core(
     )
     window = SendingLimits(db)
     credentials = GatewayCredentials(db, secrets)
+    signer = dkim_signer(s)
+    health = HealthService(
+        db,
+        notifier,
+        identities,
+        verification,
+        delivery,
+        domains,
+        checks=HealthChecks(identities, domain_settings(s, signer)),
+        policy=policy,
+        tracking_timeout=s.tracking_timeout,
+        interval=s.health_interval,
+    )
     services = Services(
         domains=domains,
         policy=policy,
@@ -194,12 +232,14 @@ def build_core(
         credentials=credentials,
         sign_in=MailboxSignIn(db, secrets, grants, notifier, public_url=s.public_url),
         replay=ReplayGuard(db),
+        health=health,
     )
     unsubscribes = Unsubscribes(db)
     incoming = IncomingMail(
         db,
         domains,
-        on_tokens=verification.on_tokens,
+        on_tokens=both(verification.on_tokens, health.on_tokens),
+        on_reports=health.rates_changed,
         forward=LeadForwarder(delivery, domains),
         notifier=notifier,
         judge=judge,
@@ -207,7 +247,6 @@ def build_core(
     )
     drain = Drain(incoming)
     store = InboundStore(db, domains, on_stored=drain.notify, unsubscribes=unsubscribes)
-    signer = dkim_signer(s)
     dispatcher = Dispatcher(
         IdentityRelay(delivery, identities),
         domains,
@@ -271,6 +310,7 @@ class Runtime:
             approvals_channel=s.approvals_channel,
             platform_domain=s.platform_domain,
             ops_channel=s.ops_channel,
+            health_mention=s.health_mention,
         )
         # Judging untrusted mail runs in one worker process: on 2 cores the event loop keeps the other.
         self.judges = JudgePool(1)
@@ -305,6 +345,9 @@ class Runtime:
             tracking_timeout=s.tracking_timeout,
             sign_in=core.services.sign_in,
             drain=core.drain,
+            health=HealthScheduler(
+                core.services.health, interval=s.health_interval, tracking_timeout=s.tracking_timeout
+            ),
         )
         self.slack = SlackServer(
             self.app,

@@ -12,6 +12,7 @@ from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from bot.mail import oauth
+from bot.mail.domain_checks import parse_resolver
 from bot.mail.netguard import is_loopback
 
 DEFAULT_PLATFORM_DOMAIN = "mail.connectplex.com"
@@ -93,6 +94,9 @@ class Settings:
     log_level: str
     public_url: str | None = None
     oauth_apps: tuple[OAuthAppSettings, ...] = ()
+    health_interval: float = 86400.0
+    dns_resolver: tuple[str, int] | None = None
+    health_mention: str | None = None
 
     @property
     def socket_mode(self) -> bool:
@@ -185,7 +189,28 @@ def load_settings(env: Mapping[str, str] | None = None, *, require_slack: bool =
         **_signing_settings(get),
         log_level=level,
         **_sign_in_settings(get),
+        **_health_settings(get),
     )
+
+
+def _health_settings(get: Env) -> dict[str, Any]:
+    """HEALTH_INTERVAL (seconds between scheduled re-checks), DNS_RESOLVER (host:port of the DNS server the checks
+    ask; unset: the system's) and HEALTH_MENTION (a user group, or here/channel, pinged for "needs attention")."""
+    resolver = get("DNS_RESOLVER")
+    try:
+        server = parse_resolver(resolver)
+    except ValueError as exc:
+        raise ConfigError("DNS_RESOLVER", f"{exc} (expected IP:PORT, [IPv6]:PORT or an IP address)") from None
+    mention = get("HEALTH_MENTION")
+    if mention is not None:
+        mention = mention.strip().lstrip("!@")
+        if mention not in ("here", "channel") and not re.fullmatch(r"S[A-Z0-9]{2,}", mention):
+            raise ConfigError("HEALTH_MENTION", f"expected a user-group ID (S…), here or channel, got {mention!r}")
+    return {
+        "health_interval": _seconds(get, "HEALTH_INTERVAL", "86400"),
+        "dns_resolver": server,
+        "health_mention": mention,
+    }
 
 
 def _public_url(name: str, value: str) -> str:

@@ -1,12 +1,13 @@
-"""Background work every process runs: recovery at start, the inbound processing drain, and the sweep (tracking
-timeouts, limit requests Slack did not take). Conditional updates and processing locks make each happen once across
-processes."""
+"""Background work every process runs: recovery at start, the inbound processing drain, the sweep (tracking
+timeouts, limit requests Slack did not take) and the health checks' scheduler. Conditional updates and processing
+locks make each happen once across processes."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 
+from bot.services.health import HealthScheduler
 from bot.services.identities.sign_in import MailboxSignIn
 from bot.services.incoming import Drain, IncomingMail
 from bot.services.limits import LimitService
@@ -27,12 +28,14 @@ class Jobs:
         tracking_timeout: float,
         sign_in: MailboxSignIn | None = None,
         drain: Drain | None = None,
+        health: HealthScheduler | None = None,
     ) -> None:
         self.verification = verification
         self.sign_in = sign_in
         self.incoming = incoming
         self.limits = limits
         self.drain = drain
+        self.health = health
         # Timeouts fire within a quarter of TRACKING_TIMEOUT (at most 5 s late); retries every ~30 s.
         self.interval = min(5.0, max(0.2, tracking_timeout / 4))
         self._tasks: list[asyncio.Task[None]] = []
@@ -40,10 +43,14 @@ class Jobs:
     def start(self) -> None:
         self._tasks.append(asyncio.create_task(self.recover()))
         self._tasks.append(asyncio.create_task(self.sweep()))
+        if self.health is not None:
+            self._tasks.append(asyncio.create_task(self.health.run()))
 
     async def stop(self) -> None:
         if self.drain is not None:
             await self.drain.stop()
+        if self.health is not None:
+            await self.health.stop()
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)

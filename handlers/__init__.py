@@ -7,8 +7,9 @@ from __future__ import annotations
 from slack_bolt.async_app import AsyncApp
 
 from bot.services.registry import Services
-from handlers import identity, limits, verification
+from handlers import health, identity, limits, verification
 from handlers.errors import on_error
+from handlers.identity.edit import open_edit_form
 from handlers.replay import ignore_replays
 
 
@@ -18,4 +19,5 @@ def register(app: AsyncApp, services: Services) -> None:
     app.use(ignore_replays(services.replay))
     limit_listeners = limits.register(app, services)
     verification.register(app, services)
+    health.register(app, services, open_edit_form)
     identity.register(app, services, limit_listeners)

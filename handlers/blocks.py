@@ -68,15 +68,15 @@ ACTION_WORDS = {
     IdentityAction.ENTER_CODE: "enter one-time passwords for",
     IdentityAction.EDIT: "edit",
     IdentityAction.CHANGE_LIMITS: "change the limits of",
+    IdentityAction.RERUN_CHECKS: "re-run the health checks of",
+    IdentityAction.RESUME: "resume",
 }
 
 
 def not_permitted_text(refusal: NotPermitted) -> str:
     """The answer to someone who may only look: who can do it instead (mrkdwn; mentions render)."""
-    return (
-        f":no_entry: Only <@{refusal.creator}> or a manager can {ACTION_WORDS[refusal.action]} "
-        f"{escape(refusal.address)}. Nothing was changed."
-    )
+    who = "a manager" if refusal.managers_only else f"<@{refusal.creator}> or a manager"
+    return f":no_entry: Only {who} can {ACTION_WORDS[refusal.action]} {escape(refusal.address)}. Nothing was changed."
 
 
 def refused_view(title: str, refusal: NotPermitted) -> View:

@@ -8,9 +8,10 @@ from datetime import datetime
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.services.notifier import OperatorNotice, SignInOutcome, StepEvent
+from bot.services.notifier import HealthEvent, HealthNotice, OperatorNotice, SignInOutcome, StepEvent
 from bot.services.policy import ManagerDirectory
 from handlers.blocks import Message
+from handlers.health.views import checked_message, health_message
 from handlers.identity.messages import identity_updated
 from handlers.identity.sign_in import ModalUpdates
 from handlers.limits.views import approval_request, decision_for_requester, limits_changed
@@ -36,12 +37,14 @@ class SlackNotifier:
         approvals_channel: str | None = None,
         platform_domain: str = "",
         ops_channel: str | None = None,
+        health_mention: str | None = None,
     ) -> None:
         self.client = client
         self.managers = managers
         self.approvals_channel = approvals_channel
         self.modals = ModalUpdates(client, platform_domain=platform_domain)
         self.ops_channel = ops_channel
+        self.health_mention = health_mention
 
     async def sign_in_finished(self, outcome: SignInOutcome) -> None:
         await self.modals.sign_in_finished(outcome)
@@ -152,3 +155,21 @@ class SlackNotifier:
         """To OPS_CHANNEL when set; the services have already logged it."""
         if self.ops_channel:
             await self.post(self.ops_channel, operator_message(notice))
+
+    async def health_changed(
+        self, identity: Identity, steps: dict[str, VerificationStep], notice: HealthNotice
+    ) -> None:
+        """The panel shows the last check; a change is one message in the channel; a run someone asked for that
+        changed nothing is told to them alone."""
+        await self._refresh_panel(identity, steps)
+        if notice.event != HealthEvent.CHECKED:
+            message = health_message(identity, notice, mention=self.health_mention)
+            await self.post(identity.notices_channel, message, fallback_user=identity.created_by)
+        elif notice.actor:
+            message = checked_message(identity, notice)
+            try:
+                await self.client.chat_postEphemeral(
+                    channel=identity.notices_channel, user=notice.actor, **message.as_kwargs()
+                )
+            except Exception:  # not in that channel (or Slack failed): a DM instead
+                await self.post(notice.actor, message)

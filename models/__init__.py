@@ -4,6 +4,7 @@ from models.base import Base
 from models.db import Database, normalize_database_url
 from models.enums import (
     Attribution,
+    CheckOutcome,
     IdentityHealth,
     IdentityKind,
     IdentityStatus,
@@ -20,6 +21,7 @@ from models.enums import (
 from models.tables import (
     AuditEvent,
     GatewayCredential,
+    HealthCheck,
     Identity,
     InboundMessage,
     KeyFingerprint,
@@ -37,6 +39,8 @@ from models.tables import (
 __all__ = [
     "Attribution",
     "AuditEvent",
+    "CheckOutcome",
+    "HealthCheck",
     "GatewayCredential",
     "InboundMessage",
     "KeyFingerprint",

@@ -108,3 +108,12 @@ class IdentityHealth(enum.StrEnum):
     HEALTHY = "healthy"
     NEEDS_ATTENTION = "needs_attention"  # a check found a problem; the identity still sends
     PAUSED = "paused"  # bounce or complaint rate over the line: the gateway defers its mail until a manager resumes it
+
+
+class CheckOutcome(enum.StrEnum):
+    """What one run of an identity's health checks (services/health) found, all checks together."""
+
+    PASSED = "passed"
+    WARNINGS = "warnings"  # advice only (e.g. DMARC p=none): the identity stays healthy
+    PROBLEMS = "problems"  # something is broken: the identity needs attention
+    INCOMPLETE = "incomplete"  # some checks could not run (DNS timeout, our relay down): nothing concluded from them

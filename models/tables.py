@@ -5,12 +5,13 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, CheckConstraint, ForeignKey, Index, LargeBinary, String, Text, UniqueConstraint
+from sqlalchemy import JSON, CheckConstraint, ForeignKey, Index, LargeBinary, String, Text, UniqueConstraint, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from models.base import Base, utcnow, vocabulary
 from models.enums import (
     Attribution,
+    CheckOutcome,
     IdentityHealth,
     IdentityKind,
     IdentityStatus,
@@ -73,10 +74,48 @@ class Identity(Base):
     health: Mapped[IdentityHealth] = mapped_column(vocabulary(IdentityHealth, "health"), default=IdentityHealth.HEALTHY)
     health_reason: Mapped[str] = mapped_column(Text, default="")
     health_changed_at: Mapped[datetime | None]
+    # The last finished run of the health checks (services/health): when, and what it found.
+    health_checked_at: Mapped[datetime | None]
+    health_check_outcome: Mapped[CheckOutcome | None] = mapped_column(vocabulary(CheckOutcome, "health_check_outcome"))
+    # When the scheduled checks are next due: claimed by a conditional update, so one process runs them per interval.
+    health_due_at: Mapped[datetime | None] = mapped_column(index=True)
+    # After a manager resumed a paused identity, its bounce and complaint rates count mail sent from then on only.
+    health_rates_since: Mapped[datetime | None]
 
     # The verification panel message in the notices channel, updated in place.
     panel_channel: Mapped[str | None] = mapped_column(String(32))
     panel_ts: Mapped[str | None] = mapped_column(String(32))
+
+
+class HealthCheck(Base):
+    """One run of an identity's health checks: the SMTP login, the tracking probe, DNS (services/health).
+
+    At most one run per identity is open (finished_at NULL) at a time: the partial unique index makes a second start
+    fail, in whichever process. A run finishes once (a conditional update on finished_at): with the login and DNS
+    results when there is no probe, else when the probe's copy arrives (probe_token) or its deadline passes."""
+
+    __tablename__ = "health_checks"
+    __table_args__ = (
+        Index(
+            "uq_health_checks_open",
+            "identity_id",
+            unique=True,
+            sqlite_where=text("finished_at IS NULL"),
+            postgresql_where=text("finished_at IS NULL"),
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    identity_id: Mapped[int] = mapped_column(ForeignKey("identities.id", ondelete="CASCADE"), index=True)
+    started_by: Mapped[str] = mapped_column(String(32))  # "schedule", or the Slack user who clicked Re-run checks
+    started_at: Mapped[datetime] = mapped_column(default=utcnow)
+    finished_at: Mapped[datetime | None]
+    # What each check found: [{"check", "status", "subject", "code", "message", "fix", "record", "carried"}, ...]
+    findings: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    outcome: Mapped[CheckOutcome | None] = mapped_column(vocabulary(CheckOutcome, "outcome"))
+    # The tracking probe: the token its response email carries, and when to stop waiting for the copy.
+    probe_token: Mapped[str | None] = mapped_column(String(64), unique=True)
+    probe_deadline: Mapped[datetime | None] = mapped_column(index=True)
 
 
 class AuditEvent(Base):

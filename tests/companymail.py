@@ -31,6 +31,8 @@ class CompanyMail:
     forward_to: str | None = None
     inbound: tuple[str, int] | None = None
     forwarded: list[str] = field(default_factory=list)
+    # The submission server's accounts (username -> password), read at every AUTH: change a password at any time.
+    logins: dict[str, str] = field(default_factory=dict)
 
     @property
     def relay_url(self) -> str:
@@ -73,9 +75,10 @@ async def start_company_mail(
     ca: TestCA, *, password: str = APP_PASSWORD, username: str = COMPANY_ADDRESS, submission_security: str = "starttls"
 ) -> CompanyMail:
     box = Mailbox()
+    logins = {username: password}
     submission = await start_smtp_server(
-        mailbox=box, security=submission_security, tls_context=ca.server_context(), auth={username: password}
+        mailbox=box, security=submission_security, tls_context=ca.server_context(), auth=logins
     )
-    company = CompanyMail(mailbox=box, submission=submission, mx=submission)  # mx replaced below
+    company = CompanyMail(mailbox=box, submission=submission, mx=submission, logins=logins)  # mx replaced below
     company.mx = await start_smtp_server(mailbox=box, on_data=company._on_mx_data)
     return company

@@ -66,6 +66,11 @@ def test_a_malformed_setting_is_named(tmp_path: Path) -> None:
         ({"PUBLIC_URL": "https://bot.example.com/?x=1"}, "PUBLIC_URL"),
         ({"PUBLIC_URL": "https://user:pw@bot.example.com"}, "PUBLIC_URL"),
         ({"PUBLIC_URL": "https://bot.example.com:http"}, "PUBLIC_URL"),
+        ({"HEALTH_INTERVAL": "0"}, "HEALTH_INTERVAL"),
+        ({"HEALTH_INTERVAL": "daily"}, "HEALTH_INTERVAL"),
+        ({"DNS_RESOLVER": "dns.example.com:53"}, "DNS_RESOLVER"),
+        ({"DNS_RESOLVER": "127.0.0.1:0"}, "DNS_RESOLVER"),
+        ({"HEALTH_MENTION": "@sales-leads"}, "HEALTH_MENTION"),
     ],
 )
 def test_each_bad_setting_names_its_variable(env: dict[str, str], variable: str) -> None:
@@ -84,7 +89,15 @@ def test_defaults_follow_the_contract() -> None:
     assert s.smtp_allow_private_hosts is False and s.tracking_timeout == 600
     assert s.database_url.startswith("sqlite") and s.data_dir == Path(".identity-bot")
     assert (s.dkim_selector, s.dkim_private_key, s.public_url) == ("identitybot", None, None)
+    assert (s.health_interval, s.dns_resolver, s.health_mention) == (86400, None, None)
     assert not s.socket_mode
+
+
+def test_health_settings() -> None:
+    s = load_settings({**BASE, "HEALTH_INTERVAL": "0.5", "DNS_RESOLVER": "[::1]:5353", "HEALTH_MENTION": "S0SALES"})
+    assert (s.health_interval, s.dns_resolver, s.health_mention) == (0.5, ("::1", 5353), "S0SALES")
+    s = load_settings({**BASE, "DNS_RESOLVER": "10.0.0.2", "HEALTH_MENTION": "here"})
+    assert (s.dns_resolver, s.health_mention) == (("10.0.0.2", 53), "here")
 
 
 def test_signing_and_public_url_settings(tmp_path: Path) -> None:

@@ -89,3 +89,22 @@ def response_message(platform_sender: str, identity_name: str, identity_address:
         f"the CC tracking address.\n\nTracking token: {token}\n"
     )
     return msg
+
+
+def tracking_probe_message(platform_sender: str, identity_name: str, identity_address: str, token: str) -> EmailMessage:
+    """The health re-check's tracking probe: like the Tracking step's response email, its copy must reach the CC
+    tracking address. It is platform mail, not gateway mail: no sending limit counts it."""
+    domain = platform_sender.rpartition("@")[2]
+    msg = _base(
+        address("Identity Bot", platform_sender),
+        address(identity_name, identity_address),
+        f"Re: Tracking check {token}",
+        domain=domain,
+    )
+    msg[TOKEN_HEADER] = token
+    msg["Auto-Submitted"] = "auto-generated"
+    msg.set_content(
+        "This is Identity Bot's regular check that CC tracking still works for this identity: your mailbox should "
+        f"forward a copy of it to the CC tracking address. No action is needed.\n\nTracking token: {token}\n"
+    )
+    return msg

@@ -83,6 +83,45 @@ class OperatorNotice:
     detail: str = ""
 
 
+class HealthEvent(enum.StrEnum):
+    NEEDS_ATTENTION = "needs_attention"  # a run found problems (or different ones than before)
+    HEALTHY_AGAIN = "healthy_again"  # the problems are gone
+    PAUSED = "paused"  # bounce or complaint rate over the line: the gateway defers the identity's mail
+    RESUMED = "resumed"  # a manager resumed it
+    CHECKED = "checked"  # a run finished without changing anything (`actor`: who asked for it, if anyone)
+
+
+@dataclass(frozen=True)
+class HealthFinding:
+    """What one health check found. `check`: login, tracking, spf, dmarc or dkim; `status`: ok, warning, problem or
+    unknown; `code`: the login's diagnosis code, or the tracking probe's outcome; `message` and `fix` in plain
+    language, `record`: DNS record(s) to publish; `summary`: a few words for the identity's health reason; `carried`:
+    the check could not run this time, so its earlier finding stands."""
+
+    check: str
+    status: str
+    subject: str = ""
+    code: str = ""
+    summary: str = ""
+    message: str = ""
+    fix: str = ""
+    record: str = ""
+    carried: bool = False
+
+
+@dataclass(frozen=True)
+class HealthNotice:
+    """An identity's health changed, or a run of its checks finished. PAUSED carries the rates that paused it."""
+
+    event: HealthEvent
+    at: datetime
+    findings: tuple[HealthFinding, ...] = ()
+    actor: str | None = None
+    sent: int = 0
+    hard_bounces: int = 0
+    complaints: int = 0
+
+
 class Notifier(Protocol):
     async def identity_created(self, identity: Identity, request: LimitRequest | None) -> Posted | None:
         """A new identity was saved: post its panel to the notices channel."""
@@ -122,6 +161,12 @@ class Notifier(Protocol):
 
     async def operator_notice(self, notice: OperatorNotice) -> None:
         """Tell the platform's operator (OPS_CHANNEL; only the log when it is unset)."""
+
+    async def health_changed(
+        self, identity: Identity, steps: dict[str, VerificationStep], notice: HealthNotice
+    ) -> None:
+        """The identity's health changed (one message in its channel), or a run finished (the panel shows it; the
+        person who asked for it is told)."""
 
 
 class NullNotifier:
@@ -164,4 +209,9 @@ class NullNotifier:
         return None
 
     async def operator_notice(self, notice: OperatorNotice) -> None:
+        return None
+
+    async def health_changed(
+        self, identity: Identity, steps: dict[str, VerificationStep], notice: HealthNotice
+    ) -> None:
         return None

@@ -3,8 +3,9 @@ from text someone typed) and the managers' directory that the Slack side impleme
 
 - Anyone in the workspace may create identities and look at them (`/identity show`, `list`, the panel).
 - An identity's creator and managers may act on it: run its verification steps, ask for and enter its one-time
-  passwords, edit it, change its limits (`IdentityAction`). Everyone else sees its panel read-only.
-- Only managers decide limit requests, and never their own.
+  passwords, edit it, change its limits, re-run its health checks (`IdentityAction`). Everyone else sees its panel
+  read-only.
+- Only managers decide limit requests, and never their own; only managers resume a paused identity.
 """
 
 from __future__ import annotations
@@ -32,13 +33,21 @@ class IdentityAction(StrEnum):
     ENTER_CODE = "enter_code"  # the OTP modal
     EDIT = "edit"  # the identity form, and its Test email setup
     CHANGE_LIMITS = "change_limits"
+    RERUN_CHECKS = "rerun_checks"  # Re-run checks (the identity's health checks)
+    RESUME = "resume"  # Resume a paused identity: managers only
+
+
+# Actions the identity's creator may not do on their own identity: a manager has to.
+MANAGERS_ONLY = frozenset({IdentityAction.RESUME})
 
 
 class NotPermitted(NotAllowed):
     """The actor is neither the identity's creator nor a manager. Carries what the views need to say so."""
 
     def __init__(self, action: IdentityAction, identity: Identity) -> None:
-        super().__init__(f"Only the identity's creator or a manager can do this ({action}).")
+        self.managers_only = action in MANAGERS_ONLY
+        who = "a manager" if self.managers_only else "the identity's creator or a manager"
+        super().__init__(f"Only {who} can do this ({action}).")
         self.action = action
         self.creator = identity.created_by
         self.address = identity.address
@@ -49,7 +58,9 @@ class Policy:
         self.managers = managers
 
     async def may(self, actor: str, identity: Identity, action: IdentityAction) -> bool:
-        """One rule for every IdentityAction: the creator (decided without asking Slack) or a manager."""
+        """The creator (decided without asking Slack) or a manager; a manager only for MANAGERS_ONLY actions."""
+        if action in MANAGERS_ONLY:
+            return await self.managers.is_manager(actor)
         return identity.created_by == actor or await self.managers.is_manager(actor)
 
     async def require(self, actor: str, identity: Identity, action: IdentityAction) -> None:

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from bot.mail.domains import PlatformDomains
 from bot.services.gateway import GatewayCredentials, SendingLimits
+from bot.services.health import HealthService
 from bot.services.identities import IdentityService
 from bot.services.identities.sign_in import MailboxSignIn
 from bot.services.limits import LimitService
@@ -25,3 +26,4 @@ class Services:
     credentials: GatewayCredentials
     sign_in: MailboxSignIn
     replay: ReplayGuard
+    health: HealthService

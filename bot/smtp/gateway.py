@@ -86,6 +86,12 @@ class GatewayHandler:
         return f"550 5.7.1 Identity {address} is not verified yet: run the three verification steps"
 
     @staticmethod
+    def paused(identity: Identity) -> str:
+        """Temporary: the mailer keeps the message and tries again, and it goes once a manager resumes the identity."""
+        why = " ".join((identity.health_reason or "bounce or complaint rate over the line").split())[:300]
+        return f"451 4.7.1 Identity {identity.address} paused: {why}; a manager can resume it in Slack"
+
+    @staticmethod
     def header_not_authorized(address: str) -> str:
         return f"550 5.7.1 The From, Sender and Resent-From/-Sender headers may only name this identity, not {address}"
 
@@ -159,6 +165,8 @@ class GatewayHandler:
             return self.not_authorized(address)
         if verdict == SenderVerdict.NOT_READY:
             return self.not_ready(identity.address)
+        if verdict == SenderVerdict.PAUSED:
+            return self.paused(identity)
         self._open[session] = _Transaction(identity)  # DATA follows within moments: no need to load it again
         envelope.mail_from = address
         envelope.mail_options.extend(mail_options)

@@ -9,13 +9,11 @@ from slack_bolt.async_app import AsyncAck, AsyncRespond
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.services.errors import NotFound
-from bot.services.policy import IdentityAction, NotPermitted
 from bot.services.registry import Services
-from handlers.blocks import limits_text, loading_view, problem_view, refused_view
-from handlers.identity.form import values_from_identity
+from handlers.blocks import loading_view, problem_view
+from handlers.identity.edit import open_edit_form
 from handlers.identity.form_view import FormMeta, FormValues, identity_form
 from handlers.identity.messages import help_message, identity_list, problem_message
-from handlers.identity.sign_in_view import sign_in_offer
 from handlers.limits.listeners import LimitListeners
 from handlers.verification.views import identity_overview
 from models import Identity
@@ -91,7 +89,9 @@ class IdentityCommand:
             steps = await self.services.verification.steps(identity.id)
             usage = await self.services.window.usage(identity.id)
             request = await self.services.limits.pending_request(identity.id)
-            await respond(response_type="ephemeral", **identity_overview(identity, steps, usage, request).as_kwargs())
+            findings = await self.services.health.findings(identity.id)
+            overview = identity_overview(identity, steps, usage, request, findings=findings)
+            await respond(response_type="ephemeral", **overview.as_kwargs())
 
     async def verify(self, command: dict[str, Any], respond: AsyncRespond, address: str) -> None:
         if not address:
@@ -119,34 +119,10 @@ class IdentityCommand:
         await client.views_open(trigger_id=command["trigger_id"], view=view)
 
     async def edit(self, command: dict[str, Any], client: AsyncWebClient, respond: AsyncRespond, address: str) -> None:
-        title = "Edit email identity"
-        opened = (await client.views_open(trigger_id=command["trigger_id"], view=loading_view(title)))["view"]
-        try:
-            identity = await self.services.identities.get_by_address(command["team_id"], address)
-        except NotFound as exc:
-            await client.views_update(view_id=opened["id"], view=problem_view(title, str(exc)))
-            return
-        try:
-            await self.services.policy.require(command["user_id"], identity, IdentityAction.EDIT)
-        except NotPermitted as refusal:
-            await client.views_update(view_id=opened["id"], view=refused_view(title, refusal))
-            return
-        meta = FormMeta(
-            mode="edit",
-            identity_id=identity.id,
-            channel=identity.notices_channel,
-            kind=identity.kind,
-            tracking_address=identity.tracking_address,
-            sign_in=await self.services.identities.signed_in_mailbox(identity),
+        await open_edit_form(
+            self.services,
+            client,
+            trigger_id=command["trigger_id"],
+            user=command["user_id"],
+            find=lambda: self.services.identities.get_by_address(command["team_id"], address),
         )
-        values = values_from_identity(identity)
-        view = identity_form(
-            values,
-            meta,
-            platform_domain=self.services.domains.platform,
-            current_limits=limits_text(identity.hourly_limit, identity.daily_limit),
-            sign_in=sign_in_offer(
-                self.services.sign_in, values.provider, kind=meta.kind, user=command["user_id"], view_id=opened["id"]
-            ),
-        )
-        await client.views_update(view_id=opened["id"], hash=opened.get("hash"), view=view)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime
 
 from slack_sdk.models.blocks import (
@@ -18,11 +19,12 @@ from slack_sdk.models.blocks import (
 from slack_sdk.models.views import View
 
 from bot.services.gateway.window import LimitDecision
-from bot.services.notifier import StepEvent
+from bot.services.notifier import HealthFinding, StepEvent
 from bot.services.verification import CodeProblem, CodeSent, OtpCheck
 from bot.services.verification.otp import CODE_DIGITS, CODES_PER_DAY, LIFETIME, LOCKS_IN_A_ROW, MAX_WRONG
 from handlers.blocks import INPUT_ACTION, Message, context, escape, slack_date
 from handlers.details import identity_details
+from handlers.health.views import health_blocks, health_overview
 from handlers.limits.ids import Limits as L
 from handlers.limits.views import usage_blocks
 from handlers.verification.ids import Verification as V
@@ -117,6 +119,7 @@ def identity_panel(
         blocks=[
             HeaderBlock(text=title),
             *identity_details(identity, request),
+            *health_blocks(identity),
             *testing_blocks(identity, steps),
             context(f"Created by <@{identity.created_by}> on {slack_date(identity.created_at)}"),
         ],
@@ -124,9 +127,15 @@ def identity_panel(
 
 
 def identity_overview(
-    identity: Identity, steps: dict[str, VerificationStep], usage: LimitDecision, request: LimitRequest | None
+    identity: Identity,
+    steps: dict[str, VerificationStep],
+    usage: LimitDecision,
+    request: LimitRequest | None,
+    *,
+    findings: Sequence[HealthFinding] = (),
 ) -> Message:
-    """`/identity show`: details, usage against the limits, and where verification stands."""
+    """`/identity show`: details, usage against the limits, where verification stands, and health (with what the last
+    check found)."""
     lines = [f"*{STEP_LABELS[name]}:* {step_status_text(name, steps.get(name))}" for name in StepName]
     return Message(
         text=f"{identity.display_name} <{identity.address}>: sent {usage.sent_last_hour}/{identity.hourly_limit} "
@@ -136,6 +145,7 @@ def identity_overview(
             *identity_details(identity, request),
             *usage_blocks(identity, usage),
             SectionBlock(text=MarkdownTextObject(text="\n".join(lines))),
+            *health_overview(identity, findings),
         ],
     )
 

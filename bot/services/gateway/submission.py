@@ -33,7 +33,7 @@ from bot.services.gateway.reports import DeliveryReports
 from bot.services.gateway.suppressions import Suppressions
 from bot.services.gateway.window import Delivered, LimitDecision, SendingLimits
 from bot.services.identities import IdentityService
-from models import Database, Identity, IdentityStatus, Suppression
+from models import Database, Identity, IdentityHealth, IdentityStatus, Suppression
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +74,7 @@ class SenderVerdict(StrEnum):
     OK = "ok"
     NOT_AUTHORIZED = "not_authorized"  # not this credential's identity
     NOT_READY = "not_ready"  # the identity has not passed its three verification steps
+    PAUSED = "paused"  # its bounce or complaint rate went over the line: deferred until a manager resumes it
 
 
 class Outcome(StrEnum):
@@ -152,7 +153,7 @@ class Submission:
         return GatewayLogin(identity_id, username)
 
     async def sender(self, login: GatewayLogin | None, address: str) -> tuple[SenderVerdict, Identity | None]:
-        """MAIL FROM: only the credential's own identity, once it is ready."""
+        """MAIL FROM: only the credential's own identity, once it is ready, and not while it is paused."""
         if login is None:
             return SenderVerdict.NOT_AUTHORIZED, None
         async with self.db.session() as session:
@@ -161,6 +162,8 @@ class Submission:
             return SenderVerdict.NOT_AUTHORIZED, None
         if identity.status != IdentityStatus.READY:
             return SenderVerdict.NOT_READY, identity
+        if identity.health == IdentityHealth.PAUSED:
+            return SenderVerdict.PAUSED, identity
         return SenderVerdict.OK, identity
 
     async def recipient_suppressed(self, identity: Identity, address: str) -> Suppression | None:

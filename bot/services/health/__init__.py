@@ -1,6 +1,17 @@
-"""Identities that stay healthy after verification: their bounce and complaint rates (rates.py), and — as the health
-feature grows — the scheduled re-checks and the pause that stops a damaging identity."""
+"""Identities that stay healthy after verification: scheduled re-checks (the SMTP login, the tracking probe, DNS),
+the bounce and complaint rates that pause a damaging identity, a manager's Resume, and what the channel is told."""
 
+from bot.services.health.checks import DomainSettings, HealthChecks
 from bot.services.health.rates import RATE_WINDOW, Rates, SendingRates
+from bot.services.health.scheduler import HealthScheduler
+from bot.services.health.service import HealthService
 
-__all__ = ["RATE_WINDOW", "Rates", "SendingRates"]
+__all__ = [
+    "RATE_WINDOW",
+    "DomainSettings",
+    "HealthChecks",
+    "HealthScheduler",
+    "HealthService",
+    "Rates",
+    "SendingRates",
+]

@@ -29,7 +29,11 @@ from models import Database, Identity, IdentityKind, IdentityStatus, LimitReques
 from models.base import utcnow
 from models.tables import DEFAULT_DAILY_LIMIT, DEFAULT_HOURLY_LIMIT
 
-SMTP_FIELDS = frozenset({"smtp_host", "smtp_port", "smtp_security", "smtp_username", "password", "sign_in"})
+# Where the identity's mail goes: changing any of these voids Sending and Tracking. A new password or a new sign-in
+# for the same server and username does not: saving it needs a passing Test email setup of exactly these settings
+# (a real message sent as the identity), and the mailbox and its forwarder are the same. This is how an identity
+# whose app password was revoked (the health checks say so) is fixed without being taken out of service.
+SERVER_FIELDS = frozenset({"smtp_host", "smtp_port", "smtp_security", "smtp_username"})
 
 
 class IdentityService:
@@ -238,7 +242,7 @@ class IdentityService:
             result = Updated(
                 identity=identity,
                 changed=changed,
-                smtp_changed=bool(SMTP_FIELDS & set(changed)),
+                smtp_changed=bool(SERVER_FIELDS & set(changed)),
                 forwarding_changed="forwarding_address" in changed,
             )
             await self._void_checks(session, result, actor)

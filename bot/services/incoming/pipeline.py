@@ -47,6 +47,8 @@ SUPPRESSION_REASONS = {
     MessageKind.COMPLAINT: SuppressionReason.COMPLAINT,
     MessageKind.UNSUBSCRIBE: SuppressionReason.UNSUBSCRIBE,
 }
+# Reports that count in an identity's bounce and complaint rates (services/health).
+RATE_KINDS = (MessageKind.BOUNCE, MessageKind.COMPLAINT)
 # Failed processing is retried after these delays (seconds), then parked: 4 attempts over about 20 minutes.
 RETRY_DELAYS = (30.0, 180.0, 900.0)
 
@@ -56,6 +58,8 @@ Forward = Callable[[Identity, bytes], Awaitable[None]]
 """Hands a built forward (on the wire) to the mail system (see LeadForwarder)."""
 OnTokens = Callable[[list[str], int], Awaitable[None]]
 """Called with the verification tokens found in a stored message, and the message's row id."""
+OnReports = Callable[[list[int]], Awaitable[None]]
+"""Called with the identities whose sent mail drew attributed hard bounces or complaints (their rates changed)."""
 
 
 class Judge:
@@ -93,9 +97,11 @@ class IncomingMail:
         judge: Judge | None = None,
         retry_delays: tuple[float, ...] = RETRY_DELAYS,
         unsubscribes: Unsubscribes | None = None,
+        on_reports: OnReports | None = None,
     ) -> None:
         self.db = db
         self.unsubscribes = unsubscribes
+        self.on_reports = on_reports
         # Our own domains: an address on them is never suppressed, and forwards are sent From one of them.
         self.domains = domains
         self.on_tokens = on_tokens
@@ -235,6 +241,17 @@ class IncomingMail:
                     next_attempt_at=None,
                 )
             )
+        if attributed is not None and kind in RATE_KINDS and attributed.targets:
+            await self._reported([t.identity_id for t in attributed.targets])
+
+    async def _reported(self, identity_ids: list[int]) -> None:
+        """Best effort: the marks are committed, and the scheduled health checks judge the rates again."""
+        if self.on_reports is None:
+            return
+        try:
+            await self.on_reports(identity_ids)
+        except Exception:  # noqa: BLE001
+            log.exception("incoming: could not report new bounces/complaints of identities %s", identity_ids)
 
     async def _one_click_by_mail(self, row: InboundMessage, addresses: list[str]) -> None:
         """Mail to the unsubscribe+TOKEN@ address of a List-Unsubscribe header (RFC 8058's mailto:): the token alone
