@@ -34,7 +34,7 @@ def downgrade() -> None:
         batch.drop_column("complained_at")
         batch.drop_column("bounced_at")
     with op.batch_alter_table("identities") as batch:
-        batch.drop_constraint("ck_identities_health", type_="check")
+        batch.drop_constraint(op.f("ck_identities_health"), type_="check")
         batch.drop_column("health_changed_at")
         batch.drop_column("health_reason")
         batch.drop_column("health")
