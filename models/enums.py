@@ -108,3 +108,13 @@ class IdentityHealth(enum.StrEnum):
     HEALTHY = "healthy"
     NEEDS_ATTENTION = "needs_attention"  # a check found a problem; the identity still sends
     PAUSED = "paused"  # bounce or complaint rate over the line: the gateway defers its mail until a manager resumes it
+
+
+class IdentityLifecycle(enum.StrEnum):
+    """Whether an identity is in use, switched off, or deleted. Separate from verification (IdentityStatus) and health:
+    a disabled identity keeps its verification and receives mail; a deleted one is kept (audit trail, attribution of
+    late reports) and its address is held for a while before it can be used again."""
+
+    ACTIVE = "active"
+    DISABLED = "disabled"  # the gateway refuses its mail (550 5.7.1); inbound mail is still accepted and forwarded
+    DELETED = "deleted"  # credentials revoked, checks stopped; its address still receives until released
