@@ -4,7 +4,7 @@ from text someone typed) and the managers' directory that the Slack side impleme
 - Anyone in the workspace may create identities and look at them (`/identity show`, `list`, the panel).
 - An identity's creator and managers may act on it: run its verification steps, ask for and enter its one-time
   passwords, edit it, change its limits (`IdentityAction`). Everyone else sees its panel read-only.
-- Only managers decide limit requests, and never their own.
+- Only managers decide limit requests, and never their own; only managers end a time-boxed increase early.
 """
 
 from __future__ import annotations
@@ -32,6 +32,9 @@ class IdentityAction(StrEnum):
     ENTER_CODE = "enter_code"  # the OTP modal
     EDIT = "edit"  # the identity form, and its Test email setup
     CHANGE_LIMITS = "change_limits"
+    DISABLE = "disable"  # /identity disable (and enable again)
+    DELETE = "delete"
+    CREDENTIALS = "credentials"  # Get SMTP credentials (issuing again revokes the previous ones)
 
 
 class NotPermitted(NotAllowed):
@@ -56,6 +59,11 @@ class Policy:
         """Raise NotPermitted unless the actor may do `action` with the identity."""
         if not await self.may(actor, identity, action):
             raise NotPermitted(action, identity)
+
+    async def require_manager(self, actor: str, what: str) -> None:
+        """Managers only (e.g. ending a time-boxed increase early): NotAllowed naming `what` otherwise."""
+        if not await self.managers.is_manager(actor):
+            raise NotAllowed(f"Only managers can {what}.")
 
     async def require_decide(self, actor: str, request: LimitRequest) -> None:
         """Decide a limit request: managers only, and not their own request."""

@@ -6,9 +6,14 @@ from dataclasses import dataclass
 
 from bot.mail.domains import PlatformDomains
 from bot.services.gateway import GatewayCredentials, SendingLimits
+from bot.services.gateway.access import SmtpAccess
+from bot.services.gateway.notices import LimitNotices
+from bot.services.home import HomeService
 from bot.services.identities import IdentityService
+from bot.services.identities.lifecycle import IdentityLifecycleService
 from bot.services.identities.sign_in import MailboxSignIn
 from bot.services.limits import LimitService
+from bot.services.limits.time_boxes import TimeBoxes
 from bot.services.policy import Policy
 from bot.services.replay import ReplayGuard
 from bot.services.verification import VerificationService
@@ -25,3 +30,9 @@ class Services:
     credentials: GatewayCredentials
     sign_in: MailboxSignIn
     replay: ReplayGuard
+    # Issue 13: disable/enable/delete, time-boxed increases, limit notices, SMTP credentials from Slack, the App Home.
+    lifecycle: IdentityLifecycleService
+    time_boxes: TimeBoxes
+    notices: LimitNotices
+    access: SmtpAccess
+    home: HomeService
