@@ -123,7 +123,7 @@ class HomeService:
         manager = await self.policy.managers.is_manager(viewer)
         rows = []
         for identity in identities:
-            permitted = frozenset(a for a in IdentityAction if await self.policy.may(viewer, identity, a))
+            permitted = frozenset([a for a in IdentityAction if await self.policy.may(viewer, identity, a)])
             hour, day = usage.get(identity.id, (0, 0))
             rows.append(IdentityRow(identity, hour, day, permitted, pending.get(identity.id, (None, None))[0]))
         requests = sorted(pending.values(), key=lambda p: p[0].id)[:MAX_REQUESTS_SHOWN] if manager else []
