@@ -282,7 +282,7 @@ class LimitService:
                 # Assigned to the row of this session (a new list, so the JSON column is seen as changed).
                 fresh.messages = request.messages = messages
                 if approve:
-                    replaced = await replace_running(session, identity.id, now)
+                    replaced = await replace_running(session, identity.id, now, besides=request_id)
                     if fresh.until is not None:  # time-boxed: back to the limits before any box, at its end
                         fresh.revert_hourly = replaced.revert_hourly if replaced else identity.hourly_limit
                         fresh.revert_daily = replaced.revert_daily if replaced else identity.daily_limit

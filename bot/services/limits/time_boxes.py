@@ -34,22 +34,26 @@ class NotRunning(Exception):
         self.request = request
 
 
-async def running_box(session: AsyncSession, identity_id: int) -> LimitRequest | None:
-    """The identity's time-boxed increase in force, if any."""
+async def running_box(session: AsyncSession, identity_id: int, *, besides: int | None = None) -> LimitRequest | None:
+    """The identity's time-boxed increase in force, if any (other than request `besides`)."""
     return await session.scalar(
         select(LimitRequest).where(
             LimitRequest.identity_id == identity_id,
             LimitRequest.status == LimitRequestStatus.APPROVED,
             LimitRequest.until.is_not(None),
             LimitRequest.ended_at.is_(None),
+            LimitRequest.id != (besides or 0),
         )
     )
 
 
-async def replace_running(session: AsyncSession, identity_id: int, now: datetime) -> LimitRequest | None:
+async def replace_running(
+    session: AsyncSession, identity_id: int, now: datetime, *, besides: int | None = None
+) -> LimitRequest | None:
     """A new change to the limits replaces the running box (in the change's transaction): it ends without reverting.
-    Returns it, so a new box approved now reverts to what the replaced one would have."""
-    box = await running_box(session, identity_id)
+    Returns it, so a new box approved now reverts to what the replaced one would have. `besides`: the request
+    being approved, which is not its own predecessor."""
+    box = await running_box(session, identity_id, besides=besides)
     if box is not None:
         box.ended_at, box.ended_by = now, REPLACED
     return box
