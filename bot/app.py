@@ -418,11 +418,11 @@ class Runtime:
     async def stop(self) -> None:
         if getattr(self, "jobs", None) is not None:
             await self.jobs.stop()
-        if getattr(self, "home", None) is not None:
-            await self.home.stop()
         for server in (getattr(self, "gateway", None), getattr(self, "inbound", None)):
             if server is not None:
                 await server.stop()
+        if getattr(self, "home", None) is not None:
+            await self.home.stop()  # after the gateway drained: what it reported publishes nothing now
         if getattr(self, "judges", None) is not None:
             await self.judges.close()
         if getattr(self, "slack", None) is not None:

@@ -84,8 +84,15 @@ async def test_the_home_tab_shows_each_viewer_what_they_may_do_and_follows_chang
         )
 
     member = await open_home(hbot, MEMBER)
-    identity_blocks = [b["block_id"] for b in member["blocks"] if str(b.get("block_id", "")).startswith("home-identity")]
-    assert identity_blocks == [H.identity_block(max_.id), H.identity_actions(max_.id), H.identity_block(jane.id), H.identity_actions(jane.id)]  # newest first
+    identity_blocks = [
+        b["block_id"] for b in member["blocks"] if str(b.get("block_id", "")).startswith("home-identity")
+    ]
+    assert identity_blocks == [
+        H.identity_block(max_.id),
+        H.identity_actions(max_.id),
+        H.identity_block(jane.id),
+        H.identity_actions(jane.id),
+    ]  # newest first
     assert buttons(member, jane.id) == [H.show]  # someone else's identity: look only
     assert buttons(member, max_.id) == FULL  # their own
     assert "Ready to use" in text_of(member, H.identity_block(jane.id))
@@ -101,9 +108,7 @@ async def test_the_home_tab_shows_each_viewer_what_they_may_do_and_follows_chang
     # A status change republishes both tabs (at once: nothing was republished for a change yet).
     mark = hbot.fake.mark()
     await hbot.slack.command(f"disable jane@{PLATFORM_DOMAIN}", user=LEAD)
-    disabled = await published(
-        hbot, MEMBER, after=mark, predicate=lambda v: "Disabled" in str(v.get("blocks"))
-    )
+    disabled = await published(hbot, MEMBER, after=mark, predicate=lambda v: "Disabled" in str(v.get("blocks")))
     assert "Disabled" in text_of(disabled, H.identity_block(jane.id))
     await published(hbot, MANAGER, after=mark, predicate=lambda v: "Disabled" in str(v.get("blocks")))
 
@@ -111,9 +116,7 @@ async def test_the_home_tab_shows_each_viewer_what_they_may_do_and_follows_chang
     home_id = hbot.fake.home[MANAGER]
     mark = hbot.fake.mark()
     await hbot.slack.click_view(home_id, L.approve, user=MANAGER, block_id=request_actions["block_id"])
-    after = await published(
-        hbot, MANAGER, after=mark, predicate=lambda v: "home-request-" not in str(v.get("blocks"))
-    )
+    after = await published(hbot, MANAGER, after=mark, predicate=lambda v: "home-request-" not in str(v.get("blocks")))
     assert "60 emails (recipients) per hour" not in text_of(after, H.identity_block(jane.id))
     assert "Last hour *0* of 60" in text_of(after, H.identity_block(jane.id))
 

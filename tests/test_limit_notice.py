@@ -43,7 +43,9 @@ async def burst(bot: Bot, username: str, password: str, messages: int, recipient
                 except aiosmtplib.SMTPRecipientRefused as exc:
                     codes.append(exc.code)
             if accepted:
-                await client.data(f"From: {ADDRESS}\r\nTo: x@customer.example.org\r\nSubject: m{m}\r\n\r\nHi\r\n".encode())
+                await client.data(
+                    f"From: {ADDRESS}\r\nTo: x@customer.example.org\r\nSubject: m{m}\r\n\r\nHi\r\n".encode()
+                )
             else:
                 await client.rset()
     return codes

@@ -25,6 +25,7 @@ class HomeRefresh:
         self.client = client
         self.services: Services | None = None  # bound once the services exist (they report through the notifier)
         self._waiting: dict[str, asyncio.Task[None]] = {}
+        self._teams: set[str] = set()  # teams whose viewers are being looked up: a burst of changes costs one lookup
         self._tasks: set[asyncio.Future[Any]] = set()
 
     def bind(self, services: Services) -> None:
@@ -38,13 +39,19 @@ class HomeRefresh:
 
     def changed(self, team_id: str) -> None:
         """Something the team's Home tabs show changed (best effort, in the background)."""
-        if self.services is None:
+        if self.services is None or team_id in self._teams:
             return
+        self._teams.add(team_id)
         self._spawn(self._republish_team(team_id))
 
     async def _republish_team(self, team_id: str) -> None:
-        assert self.services is not None
-        for user_id, page in await self.services.home.viewers(team_id):
+        if self.services is None:
+            return
+        try:
+            viewers = await self.services.home.viewers(team_id)
+        finally:
+            self._teams.discard(team_id)  # changes from now on are covered by the republishes below or their own
+        for user_id, page in viewers:
             if user_id not in self._waiting:
                 task = self._waiting[user_id] = asyncio.ensure_future(self._republish(team_id, user_id, page))
                 task.add_done_callback(self._forget)
@@ -55,7 +62,8 @@ class HomeRefresh:
                 del self._waiting[user_id]
 
     async def _republish(self, team_id: str, user_id: str, page: int) -> None:
-        assert self.services is not None
+        if self.services is None:
+            return
         try:
             while (wait := await self.services.home.claim_republish(user_id)) > 0:
                 await asyncio.sleep(wait)
@@ -78,6 +86,7 @@ class HomeRefresh:
             log.exception("Home tab refresh failed")
 
     async def stop(self) -> None:
+        self.services = None  # changes reported from now on (the gateway draining) publish nothing
         for task in [*self._tasks, *self._waiting.values()]:
             task.cancel()
         await asyncio.gather(*self._tasks, *self._waiting.values(), return_exceptions=True)
