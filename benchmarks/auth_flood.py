@@ -1,6 +1,6 @@
 """Slack ack latency while the submission gateway is flooded with wrong AUTHs.
 
-    python benchmarks/auth_flood.py [--rounds N] [--interval SECONDS]
+    python benchmarks/auth_flood.py [--bursts N] [--interval SECONDS]
 
 Runs the whole bot in this process (HTTP mode, the local Slack emulator in place of slack.com, SQLite in a temporary
 directory) and measures the ack time of a signed `/identity help` slash command, one every `--interval` seconds:
@@ -44,7 +44,7 @@ from bot.sandbox import FakeSlack, SlackClient  # noqa: E402
 from bot.services.gateway.credentials import GatewayCredentials, hash_password, verify_password  # noqa: E402
 from models import GatewayCredential, Identity, IdentityKind, IdentityStatus  # noqa: E402
 
-TOKEN = "xoxb-bench-token"
+TOKEN = "xoxb-bench"  # the local emulator accepts it; not a real token
 SECRET = "bench-signing-secret"
 ADDRESS = "bench@platform.example.com"
 CONNECTIONS = 20

@@ -33,7 +33,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,6 +41,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import aiohttp  # noqa: E402
+from scratch_db import drop_database, prepare_database  # noqa: E402
 from sqlalchemy import func, select  # noqa: E402
 
 from bot.sandbox import FakeSlack, SlackClient  # noqa: E402
@@ -53,7 +53,6 @@ DOMAIN = "bench.example.com"
 IDENTITY = f"sales@{DOMAIN}"
 SIGNING_SECRET = "bench-signing-secret"
 BOT_TOKEN = "xoxb-bench"
-PG_ADMIN = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 PROBE_EVERY = 0.025
 IDLE_SECONDS = 10.0
 
@@ -169,33 +168,6 @@ async def probe(client: SlackClient, until: asyncio.Future[Any] | float) -> Late
         await asyncio.sleep(PROBE_EVERY)
     await asyncio.gather(*tasks)
     return found
-
-
-async def prepare_database(kind: str, workdir: Path) -> tuple[str, str | None]:
-    """A fresh database URL (and, for PostgreSQL, the scratch database's name)."""
-    if kind == "sqlite":
-        return f"sqlite:///{workdir / 'bench.db'}", None
-    import asyncpg
-
-    name = f"idbot_bench_{uuid.uuid4().hex[:10]}"
-    conn = await asyncpg.connect(PG_ADMIN)
-    try:
-        await conn.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await conn.close()
-    return f"{PG_ADMIN.rsplit('/', 1)[0]}/{name}", name
-
-
-async def drop_database(name: str | None) -> None:
-    if name is None:
-        return
-    import asyncpg
-
-    conn = await asyncpg.connect(PG_ADMIN)
-    try:
-        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await conn.close()
 
 
 async def add_identity(db: Database) -> None:

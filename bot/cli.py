@@ -45,7 +45,7 @@ def _parser() -> argparse.ArgumentParser:
 def _credentials(settings: Settings, action: str, target: str) -> int:
     """`credentials issue <address>` prints "username: …" and "password: …" (the only time the password is shown);
     `credentials revoke <username>` stops it working at once."""
-    from bot.app import issue_credentials, revoke_credentials
+    from bot.maintenance import issue_credentials, revoke_credentials
     from bot.services.errors import NotFound
 
     try:
@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "db":
             settings = load_settings(require_slack=False)
             setup_logging(settings.log_level)
-            from bot.app import upgrade_database
+            from bot.maintenance import upgrade_database
 
             asyncio.run(upgrade_database(settings))
             print("database is up to date")
@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
                 return 0
             settings = load_settings(require_slack=False)
             setup_logging(settings.log_level)
-            from bot.app import rotate_secrets
+            from bot.maintenance import rotate_secrets
 
             count = asyncio.run(rotate_secrets(settings))
             print(f"re-encrypted {count} stored password(s) under the first key")
@@ -99,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "dkim":
             settings = load_settings(require_slack=False)
             setup_logging(settings.log_level)
-            from bot.app import dkim_record
+            from bot.maintenance import dkim_record
 
             sys.stdout.write(dkim_record(settings))
         elif args.command == "demo":

@@ -288,6 +288,8 @@ def _mail_settings(get: Env) -> dict[str, Any]:
     ports = get("SMTP_ALLOWED_PORTS") or "25,465,587,2525"
     try:
         allowed_ports = tuple(int(p) for p in ports.split(",") if p.strip())
+        if not allowed_ports or not all(0 < p < 65536 for p in allowed_ports):
+            raise ValueError
     except ValueError:
         raise ConfigError("SMTP_ALLOWED_PORTS", f"expected comma-separated port numbers, got {ports!r}") from None
     submission_tls = _tls_files(get, "SUBMISSION_TLS_CERT", "SUBMISSION_TLS_KEY")

@@ -2,8 +2,8 @@
 
 The door is the one part anyone on the internet can talk to, and under load it keeps an event loop busy. Slack must
 be acknowledged within 3 s whatever the inbound traffic, so `identity-bot run` serves SMTP from a child process
-(`python -m bot.door '<json>'`): it accepts, commits each message before answering 250 (InboundStore), and tells the
-parent on its stdout:
+(`python -m bot.door`, its configuration as one JSON line on stdin): it accepts, commits each message before
+answering 250 (InboundStore), and tells the parent on its stdout:
 
     ready <host> <port>     listening
     stored <id>             a new message is committed (the parent wakes its processing drain)
@@ -81,9 +81,13 @@ class DoorProcess:
         """Start the child (returns at once; `wait_ready` waits for it to listen)."""
         self._ready = asyncio.get_running_loop().create_future()
         self._proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "bot.door", json.dumps(asdict(self.config)),
-            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-        )  # fmt: skip
+            sys.executable, "-m", "bot.door", stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE
+        )
+        # The configuration goes in on stdin, never on the command line: any local user can read a process's
+        # arguments, and DATABASE_URL may hold the database's password.
+        assert self._proc.stdin is not None
+        self._proc.stdin.write(json.dumps(asdict(self.config)).encode() + b"\n")
+        await self._proc.stdin.drain()
         self._reader = asyncio.create_task(self._read())
 
     async def wait_ready(self) -> None:
@@ -216,7 +220,7 @@ async def _until_stdin_closes() -> None:
 
 
 def main(argv: list[str]) -> int:
-    config = DoorConfig(**json.loads(argv[1]))
+    config = DoorConfig(**json.loads(sys.stdin.buffer.readline()))
     setup_logging(config.log_level)
     try:
         asyncio.run(_serve(config))

@@ -41,7 +41,8 @@ def pytest_configure(config: pytest.Config) -> None:
 
 def _whole_suite(session: pytest.Session) -> bool:
     config = session.config
-    return not (config.getoption("keyword") or config.getoption("markexpr")) and len(session.items) > 100
+    chosen = config.getoption("file_or_dir") or config.getoption("keyword") or config.getoption("markexpr")
+    return not chosen and len(session.items) > 100
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

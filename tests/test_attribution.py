@@ -17,7 +17,6 @@ import pytest
 from sqlalchemy import func, select
 
 from bot.mail.domains import PlatformDomains
-from bot.services.gateway.outgoing import SentMail
 from bot.services.health import SendingRates
 from bot.services.incoming import IncomingMail
 from bot.services.incoming.attribution import MAX_SUPPRESSIONS_PER_MESSAGE
@@ -25,6 +24,7 @@ from models import Attribution, Database, Identity, IdentityKind, InboundMessage
 from models.base import utcnow
 from tests.conftest import PLATFORM_DOMAIN, TRACKING_DOMAIN
 from tests.gateway_helpers import make_identity
+from tests.sent_mail import record_sent
 from tests.test_inbound_door import ADDRESS, Door, door  # noqa: F401
 from tests.test_incoming import Calls, store
 
@@ -79,7 +79,7 @@ async def suppressed(db: Database) -> list[tuple[str | None, str]]:
 async def record(db: Database, identity: Identity, recipients: list[str], *, verp: bool = False) -> list[str]:
     """What the gateway / platform relay records; returns the VERP tokens."""
     async with db.transaction() as session:
-        rows = await SentMail(db).record(session, identity, recipients, message_id=OUTREACH_ID, verp=verp, at=utcnow())
+        rows = await record_sent(session, identity, recipients, message_id=OUTREACH_ID, verp=verp, at=utcnow())
         return [r.verp_token or "" for r in rows]
 
 
@@ -252,3 +252,32 @@ async def test_a_report_naming_80000_addresses_adds_none_and_healthz_keeps_answe
     assert await suppressed(door.bot.db) == []
     async with door.bot.db.session() as session:
         assert await session.scalar(select(func.count()).select_from(SentRecipient)) == 1
+
+
+async def test_the_whole_loop_mail_out_through_the_gateway_its_bounce_back_at_the_return_path(door: Door) -> None:
+    """Issues 9 and 10 together: the gateway relays a platform identity's message with a per-recipient return path;
+    the recipient's server bounces it there; the team's next message to that recipient is refused at RCPT."""
+    credential = await door.bot.runtime.services.credentials.issue(ADDRESS, actor="test")
+    gateway = door.bot.runtime.gateway
+    outreach = (
+        f"From: {ADDRESS}\r\nTo: gone@customer.example.org, stays@customer.example.org\r\nSubject: Hello\r\n"
+        "Message-ID: <loop-1@platform.example.com>\r\n\r\nHi.\r\n"
+    ).encode()
+    async with aiosmtplib.SMTP(hostname=gateway.host, port=gateway.port, start_tls=False, timeout=10) as client:
+        await client.login(credential.username, credential.password)
+        await client.sendmail(ADDRESS, ["gone@customer.example.org", "stays@customer.example.org"], outreach)
+    copies = {d.rcpt_tos[0]: d.mail_from for d in door.mailbox.deliveries}
+    return_path = copies["gone@customer.example.org"]
+    assert DOMAINS.return_path_token(return_path) is not None, f"not a return path of ours: {return_path}"
+    assert copies["stays@customer.example.org"] != return_path, "each recipient has a return path of its own"
+
+    # The remote server bounces the copy to its return path (a null sender, as MTAs send bounces).
+    async with aiosmtplib.SMTP(hostname=door.bot.runtime.inbound.host, port=door.bot.runtime.inbound.port) as client:
+        await client.sendmail("", [return_path], dsn(["gone@customer.example.org"], "<loop-1@platform.example.com>"))
+    await wait_processed(door, 1)
+
+    assert await suppressed(door.bot.db) == [("T0TEST", "gone@customer.example.org")]
+    refused = await gateway_refuses(door, "gone@customer.example.org")
+    assert refused.code == 550 and "bounced" in refused.message
+    rates = await SendingRates(door.bot.db).of(door.identity.id)
+    assert (rates.sent, rates.hard_bounces) == (2, 1)

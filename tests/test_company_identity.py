@@ -321,8 +321,8 @@ async def test_only_the_creator_or_a_manager_may_edit(cbot: Bot, company: Compan
 async def test_secrets_rotate_reencrypts_under_the_new_key(tmp_path: Path, sqlite_url: str) -> None:
     from cryptography.fernet import Fernet
 
-    from bot.app import rotate_secrets
     from bot.config import load_settings
+    from bot.maintenance import rotate_secrets
     from bot.services.secrets import SecretBox
     from models import Database
 

@@ -233,3 +233,13 @@ async def test_a_door_process_that_dies_is_replaced(door: Door, caplog: pytest.L
     assert reply.code == 250
     assert "exited on its own" in caplog.text
     await door.mailbox.wait_for(lambda m: "after the crash" in str(m["Subject"]), timeout=FORWARD_TIMEOUT)
+
+
+async def test_the_door_process_command_line_holds_no_database_url(door: Door) -> None:
+    """Any local user can read a process's arguments (ps, /proc): DATABASE_URL may hold the database's password."""
+    pid = door.bot.runtime.inbound.pid
+    assert pid is not None
+    arguments = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    assert "bot.door" in arguments
+    assert door.bot.runtime.settings.database_url not in arguments and "postgresql" not in arguments
+    assert "sqlite" not in arguments

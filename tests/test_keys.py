@@ -14,8 +14,9 @@ import pytest
 from cryptography.fernet import Fernet
 from sqlalchemy import delete, select
 
-from bot.app import Runtime, rotate_secrets
+from bot.app import Runtime
 from bot.config import ConfigError, load_settings
+from bot.maintenance import rotate_secrets
 from bot.sandbox import FakeSlack
 from bot.services.secrets import KEY_FILE_NAME, SecretBox, key_fingerprint, load_or_create_keys
 from models import Database, Identity, IdentityKind, KeyFingerprint

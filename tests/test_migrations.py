@@ -27,10 +27,10 @@ ROWS_AT_0004 = [
 ]
 
 
-async def test_upgrading_a_database_with_data_keeps_every_row(database_url: str) -> None:
+async def test_upgrading_a_database_with_data_keeps_every_row(blank_database_url: str) -> None:
     # SQLite rebuilds a table to add a CHECK constraint; with foreign keys on, dropping the old table would
     # cascade-delete every step, code and audit event of every identity.
-    db = Database(database_url)
+    db = Database(blank_database_url)
     try:
         await db.upgrade("0004")
         async with db.transaction() as session:
@@ -75,10 +75,10 @@ async def test_migrations_build_the_schema_the_models_describe(db: Database) -> 
         assert await connection.run_sync(differences) == []
 
 
-async def test_existing_suppressions_keep_working_for_their_team_after_0006(database_url: str) -> None:
+async def test_existing_suppressions_keep_working_for_their_team_after_0006(blank_database_url: str) -> None:
     from bot.services.gateway import Suppressions
 
-    db = Database(database_url)
+    db = Database(blank_database_url)
     try:
         await db.upgrade("0005")
         async with db.transaction() as session:
@@ -108,7 +108,7 @@ async def test_existing_suppressions_keep_working_for_their_team_after_0006(data
         await db.dispose()
 
 
-async def test_0009_carries_the_last_day_of_sent_messages_over_as_recipients(database_url: str) -> None:
+async def test_0009_carries_the_last_day_of_sent_messages_over_as_recipients(blank_database_url: str) -> None:
     """Upgrading must not hand out a fresh day of sending: every message of the last 24 h counts its recipients,
     whether it was only in sent_messages (before 0006) or already recorded per recipient (0006: not twice)."""
     from datetime import UTC, datetime, timedelta
@@ -117,7 +117,7 @@ async def test_0009_carries_the_last_day_of_sent_messages_over_as_recipients(dat
     from models import SentRecipient
 
     now = datetime.now(UTC)
-    db = Database(database_url)
+    db = Database(blank_database_url)
     try:
         await db.upgrade("0006")
         messages = [  # (minutes ago, recipients, state)

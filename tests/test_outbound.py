@@ -8,7 +8,7 @@ from email.message import EmailMessage
 import pytest
 
 from bot.mail.diagnosis import SUCCESS_PROMPT, Diagnosis
-from bot.mail.netguard import HostRefused, is_public_address, resolve_mail_host
+from bot.mail.netguard import HostRefused, is_public_address, resolve_mail_addresses
 from bot.mail.outbound import MailSender, SetupCheck, SmtpFailure, SmtpServer
 from models import SmtpSecurity
 from tests.mailservers import (  # noqa: F401 - the *_fixture imports register fixtures mail_ca, smtp_servers, ...
@@ -267,9 +267,9 @@ async def test_trusted_send_skips_the_guard(smtp_servers: ServerPool) -> None:
 
 async def test_guard_refuses_loopback_unless_allowed() -> None:
     with pytest.raises(HostRefused) as refused:
-        await resolve_mail_host("127.0.0.1", 587, allow_private=False, allowed_ports=(587,))
+        await resolve_mail_addresses("127.0.0.1", 587, allow_private=False, allowed_ports=(587,))
     assert refused.value.diagnosis.code == "private_host"
-    assert await resolve_mail_host("127.0.0.1", 587, allow_private=True, allowed_ports=(587,)) == "127.0.0.1"
+    assert await resolve_mail_addresses("127.0.0.1", 587, allow_private=True, allowed_ports=(587,)) == ["127.0.0.1"]
 
 
 @pytest.mark.parametrize("host", ["::ffff:127.0.0.1", "localhost", "10.1.2.3", "169.254.169.254", "::1", "224.0.1.1"])

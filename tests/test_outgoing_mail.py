@@ -298,3 +298,27 @@ async def test_one_click_unsubscribe_by_mail_to_the_mailto_address(mailbot: Mail
     async with mb.db.session() as session:
         stored = (await session.scalars(select(InboundMessage))).one()
     assert (stored.classification, stored.classified_by) == ("unsubscribe", "list-unsubscribe-mailto")
+
+
+async def test_a_reply_that_copies_the_unsubscribe_address_unsubscribes_and_still_reaches_the_team(
+    mailbot: MailBot,
+) -> None:
+    """A lead that Cc's the mailto: unsubscribe address is both: the recipient is unsubscribed, and the reply is
+    forwarded like any lead (a lead is never lost)."""
+    mb = mailbot
+    identity, credential = await ready_identity(mb, ANN)
+    assert await send(mb, credential, ANN, [LEAD], body(ANN, LEAD)) == 250
+    copy = await mb.relayed.wait_for_delivery()
+    mailto, _url = unsubscribe_links(str(copy.message["List-Unsubscribe"]))
+    inbound = mb.bot.runtime.inbound
+    raw = (
+        f"From: {LEAD}\r\nTo: {ANN}\r\nCc: {mailto}\r\nSubject: Re: hello\r\n"
+        "Message-ID: <cc-unsub-1@customer.example.org>\r\n\r\nYes, let's talk next week. Please call me.\r\n"
+    ).encode()
+    await aiosmtplib.send(
+        raw, sender=LEAD, recipients=[ANN, mailto], hostname=inbound.host, port=inbound.port, start_tls=False
+    )
+    forward = await mb.relayed.wait_for_delivery(lambda m: "Re: hello" in str(m["Subject"]), timeout=30)
+    assert forward.rcpt_tos == (identity.forwarding_address,)
+    assert "let's talk" in forward.raw.decode(errors="replace")
+    assert await Suppressions(mb.db).find(TEAM, LEAD) is not None

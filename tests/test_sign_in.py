@@ -21,7 +21,7 @@ from bot.mail.sign_in_diagnosis import SIGN_IN_AGAIN
 from bot.sandbox import FakeSlack
 from handlers.identity.ids import IdentityForm as F
 from handlers.verification.ids import Verification as V
-from models import AuditEvent, Identity, MailboxGrant, OAuthSignIn
+from models import AuditEvent, Identity, IdentityStatus, MailboxGrant, OAuthSignIn
 from tests.companymail import COMPANY_ADDRESS, CompanyMail, start_company_mail
 from tests.conftest import Bot
 from tests.mailservers import TestCA, mail_ca  # noqa: F401
@@ -467,7 +467,7 @@ async def test_sign_in_over_socket_mode(
 async def test_secrets_rotate_reencrypts_the_sign_in_tokens(sobot: Bot, provider: Provider, tmp_path: Path) -> None:
     from cryptography.fernet import Fernet
 
-    from bot.app import rotate_secrets
+    from bot.maintenance import rotate_secrets
     from bot.services.secrets import SecretBox
 
     bot = sobot
@@ -522,3 +522,23 @@ async def test_a_password_identity_moves_to_sign_in_and_back(
     assert ack.body["response_action"] == "errors" and any("SMTP password" in e for e in ack.body["errors"].values())
     async with bot.db.session() as session:
         assert await session.scalar(select(func.count()).select_from(MailboxGrant)) == 1, "nothing changed yet"
+
+
+async def test_gateway_mail_after_the_grant_was_revoked_is_refused_for_good_with_the_fix(
+    sobot: Bot, provider: Provider
+) -> None:
+    """A 451 would make the mailer retry for days, in vain: nothing can send until someone signs in again."""
+    bot = sobot
+    identity = await signed_in_identity(bot, provider)
+    async with bot.db.transaction() as session:
+        await session.execute(update(Identity).where(Identity.id == identity.id).values(status=IdentityStatus.READY))
+    issued = await bot.runtime.services.credentials.issue(COMPANY_ADDRESS, actor="U_LEAD")
+    provider.auth.revoke(COMPANY_ADDRESS, access_tokens_too=True)
+    gateway = bot.runtime.gateway
+    async with aiosmtplib.SMTP(hostname="127.0.0.1", port=gateway.port, start_tls=False, timeout=10) as client:
+        await client.login(issued.username, issued.password)
+        message = f"From: {COMPANY_ADDRESS}\r\nTo: lead@customer.example.org\r\nSubject: Hello\r\n\r\nHi!\r\n"
+        with pytest.raises(aiosmtplib.SMTPResponseException) as refused:
+            await client.sendmail(COMPANY_ADDRESS, ["lead@customer.example.org"], message)
+    assert refused.value.code == 554
+    assert "sign in again" in refused.value.message.lower()

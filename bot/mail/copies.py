@@ -51,6 +51,12 @@ def clean_reply(text: str) -> str:
     return _UNPRINTABLE.sub(" ", text).strip()[:MAX_REPLY]
 
 
+def refused(copies: Sequence[Copy], reply: str, code: int) -> list[CopyResult]:
+    """Every copy refused for good, with one reply (the session could not be opened for a reason only a person can
+    fix, e.g. a revoked sign-in or a changed password)."""
+    return [CopyResult(c.recipient, CopyStatus.REFUSED, code, clean_reply(reply)) for c in copies]
+
+
 def failed(copies: Sequence[Copy], reply: str, code: int = 0) -> list[CopyResult]:
     """Every copy failed without an answer of its own (e.g. the session could not be opened)."""
     return [CopyResult(c.recipient, CopyStatus.FAILED, code, clean_reply(reply)) for c in copies]

@@ -14,11 +14,16 @@ from collections.abc import Callable
 from email.message import EmailMessage
 from pathlib import Path
 
-from bot.mail.copies import Copy, CopyResult, CopyStatus, failed
+from bot.mail.copies import Copy, CopyResult, CopyStatus, failed, refused
 from bot.mail.domains import PlatformDomains
 from bot.mail.outbound import MailSender, SmtpFailure, SmtpServer
+from bot.mail.sign_in_diagnosis import SIGN_IN_AGAIN, SMTP_AUTH_DISABLED
 
 log = logging.getLogger(__name__)
+
+# Failures to open a session that only a person can mend: a refused password, a revoked sign-in, SMTP AUTH turned
+# off for the mailbox. The gateway then refuses for good (5xx) with the fix, instead of asking for retries.
+NEEDS_A_PERSON = frozenset({"auth_failed", "app_password_required", SIGN_IN_AGAIN, SMTP_AUTH_DISABLED})
 
 
 InboundAddress = Callable[[], "tuple[str, int] | None"]
@@ -105,6 +110,10 @@ class Delivery:
             return await self.mail.send_copies(server, copies, trusted=trusted)
         except SmtpFailure as exc:
             # Logged by the client with its diagnosis; the copies only say that none of them got through.
+            if exc.diagnosis.code in NEEDS_A_PERSON:
+                # Retrying can't help until someone signs in again or types the new password: say so for good (a
+                # mailer would otherwise retry a 451 for days), with the fix.
+                return refused(copies, f"{exc.diagnosis.problem} {exc.diagnosis.fix}", code=554)
             return failed(copies, f"could not send through {server.host}:{server.port} ({exc.diagnosis.code})")
 
     def _copy_to_outbox(self, copy: Copy) -> CopyResult:

@@ -168,9 +168,3 @@ async def resolve_mail_addresses(
             log.warning("refused mail host %r port %d: non-public address(es) %s", name, port, ", ".join(blocked))
             raise HostRefused(private_host(host))
     return addresses
-
-
-async def resolve_mail_host(host: str, port: int, *, allow_private: bool, allowed_ports: tuple[int, ...]) -> str:
-    """The (checked) address to connect to: the first of `resolve_mail_addresses`; HostRefused if any is refused."""
-    addresses = await resolve_mail_addresses(host, port, allow_private=allow_private, allowed_ports=allowed_ports)
-    return addresses[0]

@@ -22,7 +22,7 @@ from email.message import EmailMessage
 import aiosmtplib
 
 from bot.mail import xoauth2
-from bot.mail.copies import Copy, CopyResult, send_copies
+from bot.mail.copies import Copy, CopyResult, CopyStatus, send_copies
 from bot.mail.diagnosis import (
     SUCCESS_PROMPT,
     Diagnosis,
@@ -245,7 +245,8 @@ class MailSender:
                 pass  # every copy already has its answer
         finally:
             client.close()
-        self._log_outcome(server, "ok")
+        accepted = sum(1 for r in results if r.status == CopyStatus.ACCEPTED)
+        self._log_outcome(server, "ok" if accepted == len(results) else f"{accepted} of {len(results)} copies accepted")
         return results
 
     async def _ready(self, server: SmtpServer, *, trusted: bool, tokens: list[str]) -> aiosmtplib.SMTP:

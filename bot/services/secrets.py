@@ -177,7 +177,10 @@ async def rotate_stored_passwords(db: Database, box: SecretBox, *, actor: str = 
         row = await session.get(KeyFingerprint, 1, with_for_update=True)
         if row is not None and row.fingerprint not in box.fingerprints:
             raise KeyMismatch(NOT_THIS_DATABASE)
-        rows = await session.scalars(select(Identity).where(Identity.smtp_password_encrypted.is_not(None)))
+        # Locked: an edit or a token renewal committed meanwhile must not be overwritten with the old value.
+        rows = await session.scalars(
+            select(Identity).where(Identity.smtp_password_encrypted.is_not(None)).with_for_update()
+        )
         for identity in rows.all():
             try:
                 identity.smtp_password_encrypted = box.rotate(str(identity.smtp_password_encrypted))
@@ -185,7 +188,7 @@ async def rotate_stored_passwords(db: Database, box: SecretBox, *, actor: str = 
                 raise KeyMismatch(NOT_THIS_DATABASE) from None
             count += 1
         # "Sign in with Microsoft / Google": the same keys encrypt the mailbox's tokens.
-        for grant in (await session.scalars(select(MailboxGrant))).all():
+        for grant in (await session.scalars(select(MailboxGrant).with_for_update())).all():
             try:
                 grant.refresh_token_encrypted = box.rotate(grant.refresh_token_encrypted)
                 if grant.access_token_encrypted:

@@ -2,23 +2,50 @@
 per recipient), one-click unsubscribe, the copies that go out (signed for platform mail), the reports about refused
 recipients, and the submission decisions the SMTP gateway asks for."""
 
-from bot.services.gateway.credentials import GatewayCredentials, IssuedCredential
-from bot.services.gateway.dispatch import Dispatcher, Relay
-from bot.services.gateway.outgoing import SentMail
-from bot.services.gateway.reports import DeliveryReports
-from bot.services.gateway.submission import (
-    GatewayLogin,
-    IdentityRelay,
-    Outcome,
-    SenderVerdict,
-    Slot,
-    Submission,
-    Submitted,
-)
-from bot.services.gateway.suppressions import Suppressions, address_key
-from bot.services.gateway.unsubscribe import Unsubscribed, Unsubscribes
-from bot.services.gateway.window import LimitDecision, SendingLimits
+# Names are loaded on first use (PEP 562), so a process that needs one part (the inbound door needs the store and
+# unsubscribe tokens, not the OAuth client or DKIM) does not import the rest.
+from __future__ import annotations
 
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from bot.services.gateway.credentials import GatewayCredentials, IssuedCredential
+    from bot.services.gateway.dispatch import Dispatcher, Relay
+    from bot.services.gateway.reports import DeliveryReports
+    from bot.services.gateway.submission import (
+        GatewayLogin,
+        IdentityRelay,
+        Outcome,
+        SenderVerdict,
+        Slot,
+        Submission,
+        Submitted,
+    )
+    from bot.services.gateway.suppressions import Suppressions, address_key
+    from bot.services.gateway.unsubscribe import Unsubscribed, Unsubscribes
+    from bot.services.gateway.window import LimitDecision, SendingLimits
+
+_EXPORTS = {
+    "GatewayCredentials": "bot.services.gateway.credentials",
+    "IssuedCredential": "bot.services.gateway.credentials",
+    "Dispatcher": "bot.services.gateway.dispatch",
+    "Relay": "bot.services.gateway.dispatch",
+    "DeliveryReports": "bot.services.gateway.reports",
+    "GatewayLogin": "bot.services.gateway.submission",
+    "IdentityRelay": "bot.services.gateway.submission",
+    "Outcome": "bot.services.gateway.submission",
+    "SenderVerdict": "bot.services.gateway.submission",
+    "Slot": "bot.services.gateway.submission",
+    "Submission": "bot.services.gateway.submission",
+    "Submitted": "bot.services.gateway.submission",
+    "Suppressions": "bot.services.gateway.suppressions",
+    "address_key": "bot.services.gateway.suppressions",
+    "Unsubscribed": "bot.services.gateway.unsubscribe",
+    "Unsubscribes": "bot.services.gateway.unsubscribe",
+    "LimitDecision": "bot.services.gateway.window",
+    "SendingLimits": "bot.services.gateway.window",
+}
 __all__ = [
     "DeliveryReports",
     "Dispatcher",
@@ -29,7 +56,6 @@ __all__ = [
     "LimitDecision",
     "Outcome",
     "Relay",
-    "SentMail",
     "SenderVerdict",
     "SendingLimits",
     "Slot",
@@ -40,3 +66,10 @@ __all__ = [
     "Unsubscribes",
     "address_key",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)

@@ -349,7 +349,7 @@ class IdentityService:
                 try:
                     return self.signed_in.server(grant)
                 except LookupError:
-                    raise NotFound(f"Sign in with {grant.provider} is not configured any more.") from None
+                    raise NotFound(f"Sign in with {grant.provider.title()} is not configured any more.") from None
         if not (identity.smtp_host and identity.smtp_port and identity.smtp_password_encrypted):
             raise NotFound("This identity has no SMTP settings.")
         return SmtpServer(

@@ -29,10 +29,11 @@ from bot.mail.mime import first_address, header_summary
 from bot.services import audit
 from bot.services.gateway.suppressions import Suppressions
 from bot.services.gateway.unsubscribe import Unsubscribes
-from bot.services.incoming.attribution import Attributed, attribute
+from bot.services.incoming.attribution import MAX_SUPPRESSIONS_PER_MESSAGE, Attributed, attribute
 from bot.services.incoming.forwarding import ForwardTarget, Original
 from bot.services.incoming.judging import Job, Verdict
 from bot.services.incoming.locks import processing_locks
+from bot.services.incoming.store import OPERATOR_MAILBOXES
 from bot.services.incoming.workers import InlineJudge
 from bot.services.notifier import Notifier, NullNotifier, OperatorEvent, OperatorNotice
 from models import Attribution, Database, Identity, InboundMessage, MessageKind, SentRecipient, SuppressionReason
@@ -48,10 +49,7 @@ SUPPRESSION_REASONS = {
 }
 # Failed processing is retried after these delays (seconds), then parked: 4 attempts over about 20 minutes.
 RETRY_DELAYS = (30.0, 180.0, 900.0)
-OPERATOR_MAILBOXES = ("postmaster", "abuse")
 
-# A message to unsubscribe+TOKEN@ addresses (see `_one_click_by_mail`) acts on at most this many of them.
-MAX_UNSUBSCRIBES_PER_MESSAGE = 5
 ONE_CLICK_RULE = "list-unsubscribe-mailto"
 
 Forward = Callable[[Identity, bytes], Awaitable[None]]
@@ -173,9 +171,16 @@ class IncomingMail:
     # ------------------------------------------------------------------------------------------------------------
 
     async def _process_row(self, row: InboundMessage) -> None:
-        if await self._one_click_by_mail(row):
-            return
         recipients = [r.strip().lower() for r in row.rcpt_tos if r]
+        unsubscribing = [r for r in recipients if self.domains.unsubscribe_token(r)]
+        if unsubscribing:
+            # A one-click unsubscribe by mail acts whatever else the message is; if it also went to an identity
+            # (a reply that Cc'd the unsubscribe address), the rest is judged as usual: a lead is never lost.
+            await self._one_click_by_mail(row, unsubscribing)
+            recipients = [r for r in recipients if r not in unsubscribing]
+            if not recipients:
+                await self._done_as_one_click(row)
+                return
         operator = [r for r in recipients if self._operator_mailbox(r)]
         tokens = [t for t in (self.domains.return_path_token(r) for r in recipients) if t]
         # An identity's own or tracking address: where people (and the customer's forwarder) write to.
@@ -231,24 +236,23 @@ class IncomingMail:
                 )
             )
 
-    async def _one_click_by_mail(self, row: InboundMessage) -> bool:
+    async def _one_click_by_mail(self, row: InboundMessage, addresses: list[str]) -> None:
         """Mail to the unsubscribe+TOKEN@ address of a List-Unsubscribe header (RFC 8058's mailto:): the token alone
-        says who and for which team, whatever the message says. True when the message was one (then it is done)."""
+        says who and for which team, whatever the message says (insert-if-absent: a retry changes nothing)."""
         if self.unsubscribes is None:
-            return False
-        tokens = [t for t in (self.domains.unsubscribe_token(r) for r in row.rcpt_tos) if t]
-        if not tokens:
-            return False
-        for token in dict.fromkeys(tokens[:MAX_UNSUBSCRIBES_PER_MESSAGE]):
+            return
+        tokens = [t for t in (self.domains.unsubscribe_token(a) for a in addresses) if t]
+        for token in dict.fromkeys(tokens[:MAX_SUPPRESSIONS_PER_MESSAGE]):
             await self.unsubscribes.unsubscribe(token, via="mail", source_message_id=row.id)
+        log.info("incoming: message %s unsubscribes by mail (%d address(es))", row.id, len(tokens))
+
+    async def _done_as_one_click(self, row: InboundMessage) -> None:
         async with self.db.transaction() as session:
             await session.execute(
                 update(InboundMessage)
                 .where(InboundMessage.id == row.id, InboundMessage.processed_at.is_(None))
                 .values(classification=MessageKind.UNSUBSCRIBE, classified_by=ONE_CLICK_RULE, processed_at=utcnow())
             )
-        log.info("incoming: message %s is a one-click unsubscribe by mail", row.id)
-        return True
 
     async def _suppress(
         self, session: AsyncSession, row: InboundMessage, kind: MessageKind, rule: str, attributed: Attributed
@@ -380,6 +384,6 @@ class IncomingMail:
             return await session.scalar(
                 select(Identity)
                 .join(SentRecipient, and_(SentRecipient.identity_id == Identity.id))
-                .where(SentRecipient.verp_token.in_(tokens[:5]))
+                .where(SentRecipient.verp_token.in_(tokens[:MAX_SUPPRESSIONS_PER_MESSAGE]))
                 .limit(1)
             )
