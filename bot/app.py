@@ -11,8 +11,10 @@ import gc
 import logging
 import signal
 import ssl
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
 
 from slack_bolt.async_app import AsyncApp
 from slack_sdk.http_retry.builtin_async_handlers import (
@@ -43,13 +45,18 @@ from bot.services.gateway import (
     Submission,
     Unsubscribes,
 )
+from bot.services.gateway.access import GatewayEndpoint, GatewayTls, SmtpAccess
+from bot.services.gateway.notices import LimitNotices
 from bot.services.health import DomainSettings, HealthChecks, HealthScheduler, HealthService
+from bot.services.home import HomeService
 from bot.services.identities import IdentityService
 from bot.services.identities.grants import MailboxGrants
+from bot.services.identities.lifecycle import IdentityLifecycleService
 from bot.services.identities.sign_in import MailboxSignIn
 from bot.services.incoming import Drain, InboundStore, IncomingMail, JudgePool, LeadForwarder
 from bot.services.incoming.pipeline import Judge, OnTokens
 from bot.services.limits import LimitService
+from bot.services.limits.time_boxes import TimeBoxes
 from bot.services.notifier import Notifier
 from bot.services.policy import ManagerDirectory, Policy
 from bot.services.registry import Services
@@ -58,6 +65,7 @@ from bot.services.secrets import KeyMismatch, SecretBox, check_key, load_or_crea
 from bot.services.verification import OtpChallenges, VerificationService
 from bot.smtp.gateway import SubmissionGateway
 from bot.web import SlackServer, check_tokens, sign_in_routes, unsubscribe_routes
+from handlers.home import HomeAwareNotifier, HomeRefresh
 from handlers.managers import SlackManagerDirectory
 from handlers.notifier import SlackNotifier
 from models import Database
@@ -184,6 +192,7 @@ def build_core(
     *,
     inbound_address: InboundAddress = lambda: None,
     judge: Judge | None = None,
+    gateway_port: Callable[[], int | None] = lambda: None,
 ) -> Core:
     s = settings
     domains = domains_of(s)
@@ -222,6 +231,7 @@ def build_core(
         tracking_timeout=s.tracking_timeout,
         interval=s.health_interval,
     )
+    notices = LimitNotices(db, notifier)
     services = Services(
         domains=domains,
         policy=policy,
@@ -233,6 +243,11 @@ def build_core(
         sign_in=MailboxSignIn(db, secrets, grants, notifier, public_url=s.public_url),
         replay=ReplayGuard(db),
         health=health,
+        lifecycle=IdentityLifecycleService(db, notifier, policy),
+        time_boxes=TimeBoxes(db, notifier, policy),
+        notices=notices,
+        access=SmtpAccess(identities, credentials, policy, lambda: gateway_endpoint(s, gateway_port())),
+        home=HomeService(db, policy),
     )
     unsubscribes = Unsubscribes(db)
     incoming = IncomingMail(
@@ -254,8 +269,23 @@ def build_core(
         signer=signer,
         public_url=s.public_url,
     )
-    submission = Submission(db, credentials, window, dispatcher, reports=DeliveryReports(delivery, domains))
+    submission = Submission(
+        db, credentials, window, dispatcher, reports=DeliveryReports(delivery, domains), notices=notices
+    )
     return Core(services, secrets, delivery, incoming, store, submission, oauth_http, unsubscribes, signer, drain)
+
+
+def gateway_endpoint(settings: Settings, bound_port: int | None = None) -> GatewayEndpoint:
+    """Where mailers reach the gateway, for the credentials modal: SUBMISSION_PUBLIC_HOST (host, and port when
+    given), else SUBMISSION_SMTP's host (the platform domain when it listens on every address) and the port it is
+    bound to; STARTTLS when SUBMISSION_TLS_* are set."""
+    listen = settings.submission_smtp
+    host = settings.submission_public_host or listen.host
+    if host in ("0.0.0.0", "::", ""):
+        host = settings.platform_domain
+    port = settings.submission_public_port or bound_port or listen.port
+    tls = GatewayTls.STARTTLS if settings.submission_tls is not None else GatewayTls.NONE
+    return GatewayEndpoint(host, port, tls)
 
 
 def server_tls(files: tuple[Path, Path] | None) -> ssl.SSLContext | None:
@@ -286,6 +316,7 @@ class Runtime:
     jobs: Jobs = field(init=False)
     oauth_http: oauth.OAuthHttp = field(init=False)
     signer: DkimSigner = field(init=False)
+    home: HomeRefresh = field(init=False)
 
     @property
     def http_url(self) -> str | None:
@@ -304,18 +335,35 @@ class Runtime:
             logger=library_logger("slack_bolt.identity_bot"),  # Bolt copies this level to its loggers
         )
         self.managers = SlackManagerDirectory(client, s.managers)
-        notifier = SlackNotifier(
-            client,
-            self.managers,
-            approvals_channel=s.approvals_channel,
-            platform_domain=s.platform_domain,
-            ops_channel=s.ops_channel,
-            health_mention=s.health_mention,
+        self.home = HomeRefresh(client)
+        # Every event about an identity also refreshes its team's Home tabs.
+        notifier = cast(
+            Notifier,
+            HomeAwareNotifier(
+                SlackNotifier(
+                    client,
+                    self.managers,
+                    approvals_channel=s.approvals_channel,
+                    platform_domain=s.platform_domain,
+                    ops_channel=s.ops_channel,
+                    health_mention=s.health_mention,
+                ),
+                self.home,
+            ),
         )
         # Judging untrusted mail runs in one worker process: on 2 cores the event loop keeps the other.
         self.judges = JudgePool(1)
-        core = build_core(s, self.db, notifier, self.managers, inbound_address=self._inbound_address, judge=self.judges)
+        core = build_core(
+            s,
+            self.db,
+            notifier,
+            self.managers,
+            inbound_address=self._inbound_address,
+            judge=self.judges,
+            gateway_port=lambda: self.gateway.port or None,
+        )
         self.services = core.services
+        self.home.bind(core.services)
         self.oauth_http = core.oauth_http
         self.secrets = core.secrets
         self.signer = core.signer
@@ -348,6 +396,8 @@ class Runtime:
             health=HealthScheduler(
                 core.services.health, interval=s.health_interval, tracking_timeout=s.tracking_timeout
             ),
+            time_boxes=core.services.time_boxes,
+            lifecycle=core.services.lifecycle,
         )
         self.slack = SlackServer(
             self.app,
@@ -357,7 +407,7 @@ class Runtime:
             healthy=self.db.ping,
             routes=sign_in_routes(core.services.sign_in) + unsubscribe_routes(core.unsubscribes),
         )
-        handlers.register(self.app, self.services)
+        handlers.register(self.app, self.services, self.home)
 
     def _inbound_address(self) -> tuple[str, int] | None:
         inbound = getattr(self, "inbound", None)
@@ -412,6 +462,8 @@ class Runtime:
         for server in (getattr(self, "gateway", None), getattr(self, "inbound", None)):
             if server is not None:
                 await server.stop()
+        if getattr(self, "home", None) is not None:
+            await self.home.stop()  # after the gateway drained: what it reported publishes nothing now
         if getattr(self, "judges", None) is not None:
             await self.judges.close()
         if getattr(self, "slack", None) is not None:

@@ -97,6 +97,10 @@ class Settings:
     health_interval: float = 86400.0
     dns_resolver: tuple[str, int] | None = None
     health_mention: str | None = None
+    # Where mailers reach the gateway, as the "Get SMTP credentials" modal shows it (host, and port when not
+    # SUBMISSION_SMTP's): SUBMISSION_PUBLIC_HOST.
+    submission_public_host: str | None = None
+    submission_public_port: int | None = None
 
     @property
     def socket_mode(self) -> bool:
@@ -320,7 +324,10 @@ def _mail_settings(get: Env) -> dict[str, Any]:
             "SUBMISSION_TLS_CERT", f"the gateway listens on {submission.host}: AUTH off loopback needs TLS"
         )
     relay_url = get("RELAY_SMTP_URL")
+    public_host, public_port = _public_host(get("SUBMISSION_PUBLIC_HOST"))
     return {
+        "submission_public_host": public_host,
+        "submission_public_port": public_port,
         "inbound_smtp": _host_port("INBOUND_SMTP", get("INBOUND_SMTP") or "127.0.0.1:2525"),
         "submission_smtp": submission,
         "relay": _relay("RELAY_SMTP_URL", relay_url) if relay_url else None,
@@ -331,6 +338,23 @@ def _mail_settings(get: Env) -> dict[str, Any]:
         "submission_tls": submission_tls,
         "inbound_tls": _tls_files(get, "INBOUND_TLS_CERT", "INBOUND_TLS_KEY"),
     }
+
+
+def _public_host(value: str | None) -> tuple[str | None, int | None]:
+    """SUBMISSION_PUBLIC_HOST: HOST or HOST:PORT, the gateway's name as mailers reach it."""
+    if not value:
+        return None, None
+    text = value.strip().lower()
+    host, sep, port = text.rpartition(":") if text.count(":") == 1 else (text, "", "")
+    if sep and (not port.isdigit() or not 1 <= int(port) <= 65535):
+        raise ConfigError("SUBMISSION_PUBLIC_HOST", f"expected HOST or HOST:PORT, got {value!r}")
+    name = host.strip("[]")
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        if not _DOMAIN.match(name) and name != "localhost":
+            raise ConfigError("SUBMISSION_PUBLIC_HOST", f"not a host name or address: {value!r}") from None
+    return name, int(port) if sep else None
 
 
 def _url(name: str, value: str) -> str:

@@ -8,9 +8,11 @@ import asyncio
 import logging
 
 from bot.services.health import HealthScheduler
+from bot.services.identities.lifecycle import IdentityLifecycleService
 from bot.services.identities.sign_in import MailboxSignIn
 from bot.services.incoming import Drain, IncomingMail
 from bot.services.limits import LimitService
+from bot.services.limits.time_boxes import TimeBoxes
 from bot.services.verification import VerificationService
 
 log = logging.getLogger(__name__)
@@ -29,6 +31,8 @@ class Jobs:
         sign_in: MailboxSignIn | None = None,
         drain: Drain | None = None,
         health: HealthScheduler | None = None,
+        time_boxes: TimeBoxes | None = None,
+        lifecycle: IdentityLifecycleService | None = None,
     ) -> None:
         self.verification = verification
         self.sign_in = sign_in
@@ -36,6 +40,8 @@ class Jobs:
         self.limits = limits
         self.drain = drain
         self.health = health
+        self.time_boxes = time_boxes  # time-boxed increases revert at their end (every round: it is one query)
+        self.lifecycle = lifecycle  # deleted identities' addresses are released when their hold ends
         # Timeouts fire within a quarter of TRACKING_TIMEOUT (at most 5 s late); retries every ~30 s.
         self.interval = min(5.0, max(0.2, tracking_timeout / 4))
         self._tasks: list[asyncio.Task[None]] = []
@@ -74,6 +80,8 @@ class Jobs:
         while True:
             try:
                 await self.verification.expire_tracking()
+                if self.time_boxes is not None:
+                    await self.time_boxes.end_expired()
                 rounds += 1
                 if rounds % retry_every == 0:
                     if self.drain is None:
@@ -81,6 +89,8 @@ class Jobs:
                     await self.limits.post_unposted()
                     if self.sign_in is not None:
                         await self.sign_in.purge()  # sign-ins of modals long closed
+                    if self.lifecycle is not None:
+                        await self.lifecycle.release_expired()
             except Exception:
                 log.exception("background sweep failed")
             await asyncio.sleep(self.interval)

@@ -7,17 +7,23 @@ from __future__ import annotations
 from slack_bolt.async_app import AsyncApp
 
 from bot.services.registry import Services
-from handlers import health, identity, limits, verification
+from handlers import credentials, health, home, identity, limits, verification
 from handlers.errors import on_error
 from handlers.identity.edit import open_edit_form
 from handlers.replay import ignore_replays
 
 
-def register(app: AsyncApp, services: Services) -> None:
-    """Wire every listener to the app."""
+def register(app: AsyncApp, services: Services, home_refresh: home.HomeRefresh | None = None) -> None:
+    """Wire every listener to the app. `home_refresh` republishes Home tabs (the composition root also hands it to
+    the notifier); without one, the Home tab is published when opened only."""
     app.error(on_error)
     app.use(ignore_replays(services.replay))
     limit_listeners = limits.register(app, services)
     verification.register(app, services)
     health.register(app, services, open_edit_form)
     identity.register(app, services, limit_listeners)
+    credentials.register(app, services)
+    if home_refresh is None:
+        home_refresh = home.HomeRefresh(app.client)
+        home_refresh.bind(services)
+    home.register(app, services, home_refresh, limit_listeners)

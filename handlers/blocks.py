@@ -11,10 +11,24 @@ from slack_sdk.models.blocks import Block, ContextBlock, MarkdownTextObject, Sec
 from slack_sdk.models.views import View
 
 from bot.services.policy import IdentityAction, NotPermitted
-from models import IdentityKind, IdentityStatus
+from models import Identity, IdentityHealth, IdentityKind, IdentityLifecycle, IdentityStatus
 
 STATUS_LABELS: dict[str, str] = {IdentityStatus.NOT_VERIFIED: "Not verified", IdentityStatus.READY: "Ready to use"}
 KIND_LABELS: dict[str, str] = {IdentityKind.PLATFORM: "Platform domain", IdentityKind.COMPANY: "Company domain"}
+
+
+def status_label(identity: Identity) -> str:
+    """One word for where an identity stands, the most pressing first: disabled, paused, needs attention, ready,
+    not verified (the App Home, the panel)."""
+    if identity.lifecycle == IdentityLifecycle.DISABLED:
+        return ":double_vertical_bar: Disabled"
+    if identity.health == IdentityHealth.PAUSED:
+        return ":red_circle: Paused"
+    if identity.health == IdentityHealth.NEEDS_ATTENTION:
+        return ":large_yellow_circle: Needs attention"
+    if identity.status == IdentityStatus.READY:
+        return ":white_check_mark: Ready to use"
+    return ":white_circle: Not verified"
 
 
 def slack_date(when: datetime) -> str:
@@ -70,6 +84,9 @@ ACTION_WORDS = {
     IdentityAction.CHANGE_LIMITS: "change the limits of",
     IdentityAction.RERUN_CHECKS: "re-run the health checks of",
     IdentityAction.RESUME: "resume",
+    IdentityAction.DISABLE: "disable or enable",
+    IdentityAction.DELETE: "delete",
+    IdentityAction.CREDENTIALS: "get SMTP credentials for",
 }
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from slack_sdk.models.blocks import Block, MarkdownTextObject, SectionBlock
 
 from bot.services.identities.providers import SECURITY_LABELS
-from handlers.blocks import KIND_LABELS, STATUS_LABELS, escape, limits_text
+from handlers.blocks import KIND_LABELS, escape, limits_text, status_label
 from models import Identity, LimitRequest
 
 
@@ -24,7 +24,7 @@ def identity_details(identity: Identity, request: LimitRequest | None) -> list[B
         MarkdownTextObject(text=f"*Kind*\n{KIND_LABELS.get(identity.kind, identity.kind)}"),
         MarkdownTextObject(text=f"*Sending limits*\n{limits}"),
         MarkdownTextObject(text=f"*Responses forwarded to*\n{escape(identity.forwarding_address)}"),
-        MarkdownTextObject(text=f"*Status*\n{STATUS_LABELS.get(identity.status, identity.status)}"),
+        MarkdownTextObject(text=f"*Status*\n{status_label(identity)}"),
     ]
     if identity.kind == "company":
         security = SECURITY_LABELS.get(identity.smtp_security or "", identity.smtp_security or "")

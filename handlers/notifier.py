@@ -8,12 +8,14 @@ from datetime import datetime
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.services.notifier import HealthEvent, HealthNotice, OperatorNotice, SignInOutcome, StepEvent
+from bot.services.notifier import HealthEvent, HealthNotice, LifecycleEvent, OperatorNotice, SignInOutcome, StepEvent
 from bot.services.policy import ManagerDirectory
 from handlers.blocks import Message
 from handlers.health.views import checked_message, health_message
+from handlers.identity.lifecycle_view import lifecycle_message, panel_retired
 from handlers.identity.messages import identity_updated
 from handlers.identity.sign_in import ModalUpdates
+from handlers.limits.evidence_view import increase_ended, limit_reached
 from handlers.limits.views import approval_request, decision_for_requester, limits_changed
 from handlers.operator import operator_message
 from handlers.verification.views import (
@@ -23,7 +25,7 @@ from handlers.verification.views import (
     receiving_locked_message,
     step_event_message,
 )
-from models import Identity, LimitRequest, VerificationStep
+from models import Identity, LimitNotice, LimitRequest, VerificationStep
 
 log = logging.getLogger(__name__)
 
@@ -173,3 +175,41 @@ class SlackNotifier:
                 )
             except Exception:  # not in that channel (or Slack failed): a DM instead
                 await self.post(notice.actor, message)
+
+    # ---- issue 13: lifecycle, limit notices, time-boxed increases ----------------------------------------------
+    async def identity_lifecycle(self, identity: Identity, event: LifecycleEvent) -> None:
+        if identity.deleted_at is not None:
+            await self._retire_panel(identity)
+        await self.post(identity.notices_channel, lifecycle_message(identity, event), fallback_user=event.actor)
+
+    async def _retire_panel(self, identity: Identity) -> None:
+        """A deleted identity's panel loses its buttons."""
+        if not (identity.panel_channel and identity.panel_ts):
+            return
+        try:
+            await self.client.chat_update(
+                channel=identity.panel_channel, ts=identity.panel_ts, **panel_retired(identity).as_kwargs()
+            )
+        except Exception:  # noqa: BLE001 - best effort
+            log.exception("could not retire the panel of identity %s", identity.id)
+
+    async def limit_reached(self, identity: Identity, notice: LimitNotice) -> tuple[str, str] | None:
+        return await self.post(
+            identity.notices_channel, limit_reached(identity, notice), fallback_user=identity.created_by
+        )
+
+    async def limit_notice_updated(self, identity: Identity, notice: LimitNotice) -> None:
+        if notice.channel and notice.ts:
+            try:
+                await self.client.chat_update(
+                    channel=notice.channel, ts=notice.ts, **limit_reached(identity, notice).as_kwargs()
+                )
+            except Exception:  # noqa: BLE001 - best effort: the count is in the database
+                log.exception("could not update limit notice %s", notice.id)
+
+    async def limit_increase_ended(self, identity: Identity, request: LimitRequest) -> None:
+        await self._update_request_messages(identity, request)
+        await self.post(identity.notices_channel, increase_ended(identity, request), fallback_user=request.requested_by)
+
+    async def usage_changed(self, identity: Identity) -> None:
+        return None  # nothing to post; the Home tab refresh (handlers/home/refresh.py) follows every event

@@ -20,6 +20,8 @@ def element_value(state: dict[str, Any]) -> Any:
         return state.get("selected_channel")
     if kind == "users_select":
         return state.get("selected_user")
+    if kind == "datepicker":
+        return state.get("selected_date")
     return state.get("value")
 
 

@@ -117,3 +117,13 @@ class CheckOutcome(enum.StrEnum):
     WARNINGS = "warnings"  # advice only (e.g. DMARC p=none): the identity stays healthy
     PROBLEMS = "problems"  # something is broken: the identity needs attention
     INCOMPLETE = "incomplete"  # some checks could not run (DNS timeout, our relay down): nothing concluded from them
+
+
+class IdentityLifecycle(enum.StrEnum):
+    """Whether an identity is in use, switched off, or deleted. Separate from verification (IdentityStatus) and health:
+    a disabled identity keeps its verification and receives mail; a deleted one is kept (audit trail, attribution of
+    late reports) and its address is held for a while before it can be used again."""
+
+    ACTIVE = "active"
+    DISABLED = "disabled"  # the gateway refuses its mail (550 5.7.1); inbound mail is still accepted and forwarded
+    DELETED = "deleted"  # credentials revoked, checks stopped; its address still receives until released

@@ -14,6 +14,7 @@ from models.enums import (
     CheckOutcome,
     IdentityHealth,
     IdentityKind,
+    IdentityLifecycle,
     IdentityStatus,
     LimitRequestStatus,
     MailboxProvider,
@@ -85,6 +86,17 @@ class Identity(Base):
     # The verification panel message in the notices channel, updated in place.
     panel_channel: Mapped[str | None] = mapped_column(String(32))
     panel_ts: Mapped[str | None] = mapped_column(String(32))
+
+    # In use, disabled or deleted (services/identities/lifecycle.py). A deleted identity keeps its row (audit trail,
+    # attribution of late reports) and holds its address for a while; when the hold ends the address is released:
+    # moved to `former_address`, `address` becoming "released:<id>" (never an address), so it can be used again.
+    lifecycle: Mapped[IdentityLifecycle] = mapped_column(
+        vocabulary(IdentityLifecycle, "lifecycle"), default=IdentityLifecycle.ACTIVE
+    )
+    disabled_at: Mapped[datetime | None]
+    deleted_at: Mapped[datetime | None] = mapped_column(index=True)
+    released_at: Mapped[datetime | None]
+    former_address: Mapped[str | None] = mapped_column(String(254))
 
 
 class HealthCheck(Base):
@@ -160,6 +172,51 @@ class LimitRequest(Base):
     # Set when a process takes on posting the request to the approvers (claimed once; cleared if it failed).
     posted_at: Mapped[datetime | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # A time-boxed increase: in force until `until`, then the limits go back to `revert_hourly`/`revert_daily` (what
+    # the identity had when it was approved). `ended_at` is set exactly once (a conditional update), when it ended:
+    # at `until`, early by a manager (`ended_by`), or replaced by a later change ("replaced").
+    until: Mapped[datetime | None] = mapped_column(index=True)
+    revert_hourly: Mapped[int | None]
+    revert_daily: Mapped[int | None]
+    ended_at: Mapped[datetime | None]
+    ended_by: Mapped[str | None] = mapped_column(String(32))
+    # What a manager needs to decide, as it was when asked (services/limits/evidence.py): use of the current limits
+    # over the last 7 days, bounce and complaint rates, health.
+    evidence: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+
+
+class LimitNotice(Base):
+    """The gateway deferred recipients of an identity for its limit: one notice per identity per hour at most (the
+    row is the claim, taken under the identity's row lock), posted once to its channel and updated as more are
+    deferred."""
+
+    __tablename__ = "limit_notices"
+    __table_args__ = (Index("ix_limit_notices_identity_opened", "identity_id", "opened_at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    identity_id: Mapped[int] = mapped_column(ForeignKey("identities.id", ondelete="CASCADE"))
+    opened_at: Mapped[datetime] = mapped_column(default=utcnow)
+    limit_name: Mapped[str] = mapped_column(String(16))  # "hourly" | "daily": the limit that deferred the last one
+    limit_value: Mapped[int]
+    deferred: Mapped[int] = mapped_column(default=1)  # recipients deferred since opened_at
+    next_slot_at: Mapped[datetime | None]
+    channel: Mapped[str | None] = mapped_column(String(32))
+    ts: Mapped[str | None] = mapped_column(String(32))
+    shown: Mapped[int] = mapped_column(default=0)  # the count the posted message shows
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class HomeViewer(Base):
+    """Someone who has opened the App Home: whose Home tab to republish when what it shows changes, which page they
+    are on, and when it was last republished for a change (at most once every few seconds per user)."""
+
+    __tablename__ = "home_viewers"
+
+    user_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    team_id: Mapped[str] = mapped_column(String(32), index=True)
+    page: Mapped[int] = mapped_column(default=0)
+    opened_at: Mapped[datetime] = mapped_column(default=utcnow)
+    published_at: Mapped[datetime | None]
 
 
 class VerificationStep(Base):

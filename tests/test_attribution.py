@@ -17,9 +17,9 @@ import pytest
 from sqlalchemy import func, select
 
 from bot.mail.domains import PlatformDomains
-from bot.services.health import SendingRates
 from bot.services.incoming import IncomingMail
 from bot.services.incoming.attribution import MAX_SUPPRESSIONS_PER_MESSAGE
+from bot.services.rates import SendingRates
 from models import Attribution, Database, Identity, IdentityKind, InboundMessage, SentRecipient, Suppression
 from models.base import utcnow
 from tests.conftest import PLATFORM_DOMAIN, TRACKING_DOMAIN

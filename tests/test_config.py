@@ -71,6 +71,8 @@ def test_a_malformed_setting_is_named(tmp_path: Path) -> None:
         ({"DNS_RESOLVER": "dns.example.com:53"}, "DNS_RESOLVER"),
         ({"DNS_RESOLVER": "127.0.0.1:0"}, "DNS_RESOLVER"),
         ({"HEALTH_MENTION": "@sales-leads"}, "HEALTH_MENTION"),
+        ({"SUBMISSION_PUBLIC_HOST": "smtp.example.com:x"}, "SUBMISSION_PUBLIC_HOST"),
+        ({"SUBMISSION_PUBLIC_HOST": "not a host"}, "SUBMISSION_PUBLIC_HOST"),
     ],
 )
 def test_each_bad_setting_names_its_variable(env: dict[str, str], variable: str) -> None:
@@ -187,3 +189,15 @@ def test_sign_in_settings_default_to_the_real_endpoints_and_need_a_public_url_an
         assert raised.value.variable == variable
     result = run_cli(tmp_path, "run", **BASE, GOOGLE_CLIENT_ID="g", GOOGLE_CLIENT_SECRET="s")
     assert result.returncode == 2 and "PUBLIC_URL" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_the_gateway_endpoint_mailers_are_shown() -> None:
+    from bot.app import gateway_endpoint
+
+    default = gateway_endpoint(load_settings(BASE))
+    assert (default.host, default.port, default.tls) == ("127.0.0.1", 2587, "none")
+    assert gateway_endpoint(load_settings(BASE), bound_port=40000).port == 40000
+    public = load_settings({**BASE, "SUBMISSION_PUBLIC_HOST": "SMTP.Example.com:587"})
+    assert (public.submission_public_host, public.submission_public_port) == ("smtp.example.com", 587)
+    named = gateway_endpoint(load_settings({**BASE, "SUBMISSION_PUBLIC_HOST": "smtp.example.com"}), bound_port=2587)
+    assert (named.host, named.port) == ("smtp.example.com", 2587)

@@ -526,9 +526,9 @@ async def test_a_revoked_sign_in_needs_attention_with_a_sign_in_again_button(
 
 
 def test_the_lines_and_what_an_unknown_check_carries() -> None:
-    from bot.services.health.rates import Rates
     from bot.services.health.state import carry, outcome_of, pause_reason
     from bot.services.notifier import HealthFinding
+    from bot.services.rates import Rates
 
     assert not Rates(19, 19, 0).over_the_line, "judged from 20 emails on"
     assert not Rates(20, 1, 0).over_the_line, "5 % is the line, not over it"

@@ -8,6 +8,7 @@ from pathlib import Path
 import jsonschema
 import yaml
 
+from handlers.home.ids import HOME_OPENED
 from handlers.identity.ids import COMMAND
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -48,6 +49,9 @@ def test_manifest_declares_the_command_and_interactivity_the_code_uses() -> None
     assert manifest["features"]["slash_commands"][0]["usage_hint"]
     assert manifest["settings"]["interactivity"]["is_enabled"] is True
     assert manifest["settings"]["socket_mode_enabled"] is True
+    # The App Home: the event it is drawn on, and the tab itself.
+    assert manifest["settings"]["event_subscriptions"]["bot_events"] == [HOME_OPENED]
+    assert manifest["features"]["app_home"]["home_tab_enabled"] is True
 
 
 def scopes_missing_for(methods: set[str]) -> dict[str, str]:

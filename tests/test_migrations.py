@@ -43,8 +43,10 @@ async def test_upgrading_a_database_with_data_keeps_every_row(blank_database_url
                 for t in (VerificationStep, OtpChallenge, AuditEvent)
             ]
             kind = await session.scalar(text("SELECT kind FROM identities WHERE id = 1"))
+            lifecycle = await session.scalar(text("SELECT lifecycle FROM identities WHERE id = 1"))
         assert counts == [1, 1, 1]
         assert kind == IdentityKind.PLATFORM
+        assert lifecycle == "active"  # 0013: every identity that existed is in use
         if db.is_sqlite:
             async with db.engine.connect() as connection:
                 assert (await connection.execute(text("PRAGMA foreign_key_check"))).all() == []

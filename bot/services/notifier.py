@@ -11,7 +11,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Protocol
 
-from models import Identity, LimitRequest, StepName, StepStatus, VerificationStep
+from models import Identity, LimitNotice, LimitRequest, StepName, StepStatus, VerificationStep
 
 # Where a message was posted, so it can be updated in place: (channel, ts).
 Posted = tuple[str, str]
@@ -122,6 +122,23 @@ class HealthNotice:
     complaints: int = 0
 
 
+class LifecycleChange(enum.StrEnum):
+    DISABLED = "disabled"
+    ENABLED = "enabled"
+    DELETED = "deleted"
+
+
+@dataclass(frozen=True)
+class LifecycleEvent:
+    """An identity was disabled, enabled or deleted by `actor` at `at`; a deleted one's address is held (still
+    receives, can't be taken) until `held_until`."""
+
+    change: LifecycleChange
+    actor: str
+    at: datetime
+    held_until: datetime | None = None
+
+
 class Notifier(Protocol):
     async def identity_created(self, identity: Identity, request: LimitRequest | None) -> Posted | None:
         """A new identity was saved: post its panel to the notices channel."""
@@ -158,6 +175,21 @@ class Notifier(Protocol):
 
     async def sign_in_finished(self, outcome: SignInOutcome) -> None:
         """A "Sign in with Microsoft / Google" came back: update the modal it was started from in place."""
+
+    async def identity_lifecycle(self, identity: Identity, event: LifecycleEvent) -> None:
+        """An identity was disabled, enabled or deleted: tell its channel."""
+
+    async def limit_reached(self, identity: Identity, notice: LimitNotice) -> Posted | None:
+        """The gateway deferred recipients of the identity for its limit, for the first time this hour."""
+
+    async def limit_notice_updated(self, identity: Identity, notice: LimitNotice) -> None:
+        """More recipients were deferred since the notice was posted: update it in place."""
+
+    async def limit_increase_ended(self, identity: Identity, request: LimitRequest) -> None:
+        """A time-boxed increase ended (at its end, or early by a manager): the limits are back."""
+
+    async def usage_changed(self, identity: Identity) -> None:
+        """The identity sent mail (what the App Home shows of its usage changed)."""
 
     async def operator_notice(self, notice: OperatorNotice) -> None:
         """Tell the platform's operator (OPS_CHANNEL; only the log when it is unset)."""
@@ -206,6 +238,21 @@ class NullNotifier:
         return None
 
     async def sign_in_finished(self, outcome: SignInOutcome) -> None:
+        return None
+
+    async def identity_lifecycle(self, identity: Identity, event: LifecycleEvent) -> None:
+        return None
+
+    async def limit_reached(self, identity: Identity, notice: LimitNotice) -> Posted | None:
+        return None
+
+    async def limit_notice_updated(self, identity: Identity, notice: LimitNotice) -> None:
+        return None
+
+    async def limit_increase_ended(self, identity: Identity, request: LimitRequest) -> None:
+        return None
+
+    async def usage_changed(self, identity: Identity) -> None:
         return None
 
     async def operator_notice(self, notice: OperatorNotice) -> None:

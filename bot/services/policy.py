@@ -3,9 +3,10 @@ from text someone typed) and the managers' directory that the Slack side impleme
 
 - Anyone in the workspace may create identities and look at them (`/identity show`, `list`, the panel).
 - An identity's creator and managers may act on it: run its verification steps, ask for and enter its one-time
-  passwords, edit it, change its limits, re-run its health checks (`IdentityAction`). Everyone else sees its panel
-  read-only.
-- Only managers decide limit requests, and never their own; only managers resume a paused identity.
+  passwords, edit it, change its limits, re-run its health checks, disable, enable or delete it, get its SMTP
+  credentials (`IdentityAction`). Everyone else sees its panel read-only.
+- Only managers decide limit requests, and never their own; only managers resume a paused identity or end a
+  time-boxed increase early.
 """
 
 from __future__ import annotations
@@ -35,6 +36,9 @@ class IdentityAction(StrEnum):
     CHANGE_LIMITS = "change_limits"
     RERUN_CHECKS = "rerun_checks"  # Re-run checks (the identity's health checks)
     RESUME = "resume"  # Resume a paused identity: managers only
+    DISABLE = "disable"  # /identity disable (and enable again)
+    DELETE = "delete"
+    CREDENTIALS = "credentials"  # Get SMTP credentials (issuing again revokes the previous ones)
 
 
 # Actions the identity's creator may not do on their own identity: a manager has to.
@@ -67,6 +71,11 @@ class Policy:
         """Raise NotPermitted unless the actor may do `action` with the identity."""
         if not await self.may(actor, identity, action):
             raise NotPermitted(action, identity)
+
+    async def require_manager(self, actor: str, what: str) -> None:
+        """Managers only (e.g. ending a time-boxed increase early): NotAllowed naming `what` otherwise."""
+        if not await self.managers.is_manager(actor):
+            raise NotAllowed(f"Only managers can {what}.")
 
     async def require_decide(self, actor: str, request: LimitRequest) -> None:
         """Decide a limit request: managers only, and not their own request."""

@@ -92,6 +92,10 @@ class GatewayHandler:
         return f"451 4.7.1 Identity {identity.address} paused: {why}; a manager can resume it in Slack"
 
     @staticmethod
+    def disabled(address: str) -> str:
+        return f"550 5.7.1 Identity {address} is disabled: its mail is not sent until it is enabled again"
+
+    @staticmethod
     def header_not_authorized(address: str) -> str:
         return f"550 5.7.1 The From, Sender and Resent-From/-Sender headers may only name this identity, not {address}"
 
@@ -163,6 +167,8 @@ class GatewayHandler:
         verdict, identity = await self.submission.sender(login, address)
         if verdict == SenderVerdict.NOT_AUTHORIZED or identity is None:
             return self.not_authorized(address)
+        if verdict == SenderVerdict.DISABLED:
+            return self.disabled(identity.address)
         if verdict == SenderVerdict.NOT_READY:
             return self.not_ready(identity.address)
         if verdict == SenderVerdict.PAUSED:

@@ -16,9 +16,9 @@ from slack_sdk.models.blocks import (
 
 from bot.mail.sign_in_diagnosis import SIGN_IN_AGAIN
 from bot.services.health.checks import COPY_MISSING, LOGIN, PASSWORD_REFUSED, TRACKING
-from bot.services.health.rates import MAX_BOUNCE_RATE, MAX_COMPLAINT_RATE, RATE_WINDOW
 from bot.services.health.state import percent
 from bot.services.notifier import HealthEvent, HealthFinding, HealthNotice
+from bot.services.rates import MAX_BOUNCE_RATE, MAX_COMPLAINT_RATE, RATE_WINDOW
 from handlers.blocks import Message, context, escape, slack_date
 from handlers.health.ids import Health as H
 from models import CheckOutcome, Identity, IdentityHealth, IdentityKind, IdentityStatus

@@ -10,6 +10,8 @@ from handlers.identity.command import IdentityCommand
 from handlers.identity.form import IdentityFormListeners
 from handlers.identity.ids import COMMAND
 from handlers.identity.ids import IdentityForm as F
+from handlers.identity.ids import Lifecycle as LC
+from handlers.identity.lifecycle import LifecycleListeners
 from handlers.identity.sign_in import SignInListeners
 from handlers.limits.listeners import LimitListeners
 
@@ -26,3 +28,6 @@ def register(app: AsyncApp, services: Services, limits: LimitListeners) -> None:
     app.action(F.use_password)(guarded(sign_in.use_password))
     app.view(F.callback)(guarded(form.save))
     app.view(F.saved_callback)(ack_only)
+    lifecycle = LifecycleListeners(services)
+    app.view(LC.delete_callback)(guarded(lifecycle.confirm_delete))
+    app.view(LC.deleted_callback)(ack_only)

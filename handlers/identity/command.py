@@ -13,6 +13,7 @@ from bot.services.registry import Services
 from handlers.blocks import loading_view, problem_view
 from handlers.identity.edit import open_edit_form
 from handlers.identity.form_view import FormMeta, FormValues, identity_form
+from handlers.identity.lifecycle import LifecycleListeners
 from handlers.identity.messages import help_message, identity_list, problem_message
 from handlers.limits.listeners import LimitListeners
 from handlers.verification.views import identity_overview
@@ -25,6 +26,7 @@ class IdentityCommand:
     def __init__(self, services: Services, limits: LimitListeners) -> None:
         self.services = services
         self.limits = limits
+        self.lifecycle_listeners = LifecycleListeners(services)
 
     async def handle(
         self, ack: AsyncAck, command: dict[str, Any], client: AsyncWebClient, respond: AsyncRespond
@@ -60,11 +62,28 @@ class IdentityCommand:
             await ack()
             identities = await self.services.identities.list_for_team(command["team_id"])
             await respond(response_type="ephemeral", **identity_list(identities).as_kwargs())
+        elif sub in ("disable", "enable", "delete"):
+            await self.lifecycle(sub, ack, command, client, respond, rest)
         elif sub in ("", "help"):
             await ack(response_type="ephemeral", **help_message().as_kwargs())
         else:
             problem = f"I don't know the subcommand “{sub[:40]}”."
             await ack(response_type="ephemeral", **help_message(problem).as_kwargs())
+
+    async def lifecycle(
+        self, sub: str, ack: AsyncAck, command: dict[str, Any], client: AsyncWebClient, respond: AsyncRespond, rest: str
+    ) -> None:
+        """disable | enable | delete <address> (handlers/identity/lifecycle.py)."""
+        if not rest:
+            await ack(
+                response_type="ephemeral", **help_message(f"Which identity? `/identity {sub} <address>`").as_kwargs()
+            )
+            return
+        await ack()
+        if sub == "delete":
+            await self.lifecycle_listeners.ask_delete(command, client, rest)
+        else:
+            await self.lifecycle_listeners.switch(command, respond, rest, disable=sub == "disable")
 
     async def _find(self, command: dict[str, Any], respond: AsyncRespond, address: str) -> Identity | None:
         try:

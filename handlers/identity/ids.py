@@ -37,3 +37,10 @@ class IdentityForm(StrEnum):
     test_setup = "identity-test-setup"
     test_result = "test_result"
     tracking = "tracking"
+
+
+class Lifecycle(StrEnum):
+    """/identity disable | enable | delete, and the delete confirmation modal."""
+
+    delete_callback = "identity-delete"
+    deleted_callback = "identity-deleted"

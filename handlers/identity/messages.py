@@ -69,6 +69,9 @@ HELP_LINES = [
     (f"`{COMMAND} verify <address>`", "post the three verification steps (Sending, Receiving, Tracking)"),
     (f"`{COMMAND} show <address>`", "details, sending usage against the limits, and verification status"),
     (f"`{COMMAND} limits <address>`", "change the sending limits (raising them above the defaults needs a manager)"),
+    (f"`{COMMAND} disable <address>`", "stop an identity's sending (replies still arrive); `enable` undoes it"),
+    (f"`{COMMAND} enable <address>`", "let a disabled identity send again"),
+    (f"`{COMMAND} delete <address>`", "delete an identity (asks first; its address stays reserved for 30 days)"),
     (f"`{COMMAND} help`", "this message"),
 ]
 

@@ -17,4 +17,6 @@ def register(app: AsyncApp, services: Services) -> LimitListeners:
     app.view(L.done_callback)(ack_only)
     app.action(L.approve)(guarded(limits.approve))
     app.action(L.deny)(guarded(limits.deny))
+    app.action(L.end_increase)(guarded(limits.end_increase))
+    app.action(L.request_increase)(guarded(limits.request_increase))
     return limits

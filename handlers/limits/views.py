@@ -7,6 +7,7 @@ from slack_sdk.models.blocks import (
     Block,
     ButtonElement,
     ConfirmObject,
+    DatePickerElement,
     HeaderBlock,
     InputBlock,
     MarkdownTextObject,
@@ -18,13 +19,23 @@ from slack_sdk.models.views import View
 
 from bot.services.gateway.window import LimitDecision
 from bot.services.limits import ChangeOutcome, LimitChange
+from bot.services.limits.rules import MAX_TIME_BOX_DAYS
 from handlers.blocks import INPUT_ACTION, RECIPIENTS_HINT, Message, context, escape, limits_text, slack_date
+from handlers.limits.evidence_view import box_state, end_increase_actions, evidence_blocks, until_text
 from handlers.limits.ids import Limits as L
 from models import Identity, LimitRequest
 from models.tables import DEFAULT_DAILY_LIMIT, DEFAULT_HOURLY_LIMIT, MAX_DAILY_LIMIT
 
 
-def limits_form(identity: Identity, pending: LimitRequest | None) -> View:
+def limits_form(
+    identity: Identity,
+    pending: LimitRequest | None,
+    *,
+    suggested: tuple[int, int] | None = None,
+    reason: str | None = None,
+) -> View:
+    """The Change limits modal; `suggested` and `reason` prefill it (from a limit-reached notice)."""
+    hourly, daily = suggested or (identity.hourly_limit, identity.daily_limit)
     blocks: list[Block] = [
         SectionBlock(
             text=MarkdownTextObject(
@@ -49,17 +60,21 @@ def limits_form(identity: Identity, pending: LimitRequest | None) -> View:
             block_id=L.hourly_limit,
             label="Email sending limit per hour",
             hint=RECIPIENTS_HINT,
-            element=NumberInputElement(
-                action_id=INPUT_ACTION, is_decimal_allowed=False, initial_value=str(identity.hourly_limit)
-            ),
+            element=NumberInputElement(action_id=INPUT_ACTION, is_decimal_allowed=False, initial_value=str(hourly)),
         ),
         InputBlock(
             block_id=L.daily_limit,
             label="Email sending limit per day",
             hint=RECIPIENTS_HINT,
-            element=NumberInputElement(
-                action_id=INPUT_ACTION, is_decimal_allowed=False, initial_value=str(identity.daily_limit)
-            ),
+            element=NumberInputElement(action_id=INPUT_ACTION, is_decimal_allowed=False, initial_value=str(daily)),
+        ),
+        InputBlock(
+            block_id=L.until,
+            label="Until (optional)",
+            optional=True,
+            hint=f"For an increase: the last day it applies, at most {MAX_TIME_BOX_DAYS} days ahead; then the limits "
+            "go back by themselves. Leave empty for a permanent change.",
+            element=DatePickerElement(action_id=INPUT_ACTION, placeholder="Pick the last day"),
         ),
         InputBlock(
             block_id=L.reason,
@@ -71,6 +86,7 @@ def limits_form(identity: Identity, pending: LimitRequest | None) -> View:
                 multiline=True,
                 max_length=500,
                 placeholder="Why does this identity need to send more?",
+                initial_value=reason,
             ),
         ),
     ]
@@ -91,8 +107,8 @@ def limits_done(change: LimitChange) -> View:
         r = change.request
         text = (
             f":hourglass_flowing_sand: Your request to raise *{escape(identity.address)}* to "
-            f"*{limits_text(r.requested_hourly, r.requested_daily)}* went to the managers. Until one approves, "
-            f"it keeps sending at {limits_text(identity.hourly_limit, identity.daily_limit)}."
+            f"*{limits_text(r.requested_hourly, r.requested_daily)}*{until_text(r)} went to the managers. Until one "
+            f"approves, it keeps sending at {limits_text(identity.hourly_limit, identity.daily_limit)}."
         )
     elif change.outcome == ChangeOutcome.APPLIED:
         text = (
@@ -117,7 +133,7 @@ def _request_fields(identity: Identity, request: LimitRequest) -> SectionBlock:
             MarkdownTextObject(text=f"*Requested by*\n<@{request.requested_by}>"),
             MarkdownTextObject(
                 text=f"*Limits*\n{limits_text(request.previous_hourly, request.previous_daily)} → "
-                f"*{limits_text(request.requested_hourly, request.requested_daily)}*"
+                f"*{limits_text(request.requested_hourly, request.requested_daily)}*{until_text(request)}"
             ),
             MarkdownTextObject(text=f"*Reason*\n{escape(request.reason) if request.reason else '_none given_'}"),
         ]
@@ -126,7 +142,8 @@ def _request_fields(identity: Identity, request: LimitRequest) -> SectionBlock:
 
 def decision_text(request: LimitRequest) -> str:
     if request.status == "approved":
-        return f":white_check_mark: *Approved* by <@{request.decided_by}> on {slack_date(request.decided_at)}"  # type: ignore[arg-type]
+        when = slack_date(request.decided_at)  # type: ignore[arg-type]
+        return f":white_check_mark: *Approved* by <@{request.decided_by}> on {when}{box_state(request)}"
     if request.status == "denied":
         return f":no_entry: *Denied* by <@{request.decided_by}> on {slack_date(request.decided_at)}"  # type: ignore[arg-type]
     if request.status == "superseded":
@@ -139,6 +156,7 @@ def approval_request(identity: Identity, request: LimitRequest) -> Message:
     blocks: list[Block] = [
         HeaderBlock(text="Limit increase request"),
         _request_fields(identity, request),
+        *evidence_blocks(request.evidence),
         context(f"Asked on {slack_date(request.created_at)}"),
     ]
     if request.status == "pending":
@@ -176,7 +194,12 @@ def approval_request(identity: Identity, request: LimitRequest) -> Message:
             )
         )
     else:
-        blocks.append(SectionBlock(text=MarkdownTextObject(text=decision_text(request))))
+        text = decision_text(request)
+        if request.status == "superseded" and identity.deleted_at is not None:
+            text = ":wastebasket: *Closed*: the identity was deleted."
+        blocks.append(SectionBlock(text=MarkdownTextObject(text=text)))
+        if request.status == "approved" and request.until is not None and request.ended_at is None:
+            blocks.append(end_increase_actions(identity, request))
     status = {"pending": "waiting for a manager"}.get(request.status, request.status)
     return Message(
         text=f"Limit increase request for {identity.address}: "
@@ -190,7 +213,8 @@ def decision_for_requester(identity: Identity, request: LimitRequest) -> Message
     now = limits_text(identity.hourly_limit, identity.daily_limit)
     text = (
         f"<@{request.requested_by}> your request to raise *{escape(identity.address)}* to "
-        f"{limits_text(request.requested_hourly, request.requested_daily)} was *{verb}* by <@{request.decided_by}> "
+        f"{limits_text(request.requested_hourly, request.requested_daily)}{until_text(request)} was *{verb}* by "
+        f"<@{request.decided_by}> "
         f"on {slack_date(request.decided_at)}. Limits now: *{now}*."  # type: ignore[arg-type]
     )
     return Message(

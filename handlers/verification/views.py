@@ -23,6 +23,7 @@ from bot.services.notifier import HealthFinding, StepEvent
 from bot.services.verification import CodeProblem, CodeSent, OtpCheck
 from bot.services.verification.otp import CODE_DIGITS, CODES_PER_DAY, LIFETIME, LOCKS_IN_A_ROW, MAX_WRONG
 from handlers.blocks import INPUT_ACTION, Message, context, escape, slack_date
+from handlers.credentials.ids import Credentials as C
 from handlers.details import identity_details
 from handlers.health.views import health_blocks, health_overview
 from handlers.limits.ids import Limits as L
@@ -101,7 +102,10 @@ def testing_blocks(identity: Identity, steps: dict[str, VerificationStep]) -> li
     blocks.append(
         ActionsBlock(
             block_id=V.steps_actions,
-            elements=[ButtonElement(text="Change limits", action_id=L.open, value=str(identity.id))],
+            elements=[
+                ButtonElement(text="Change limits", action_id=L.open, value=str(identity.id)),
+                ButtonElement(text="Get SMTP credentials", action_id=C.open, value=str(identity.id)),
+            ],
         )
     )
     return blocks

@@ -133,6 +133,67 @@ class GatewayCredentials:
                 continue  # the random suffix collided with an existing username: draw another
         raise RuntimeError("could not find a free gateway username")
 
+    async def active(self, identity_id: int) -> list[GatewayCredential]:
+        """The identity's credentials that still work, newest first."""
+        async with self.db.session() as session:
+            rows = await session.scalars(
+                select(GatewayCredential)
+                .where(GatewayCredential.identity_id == identity_id, GatewayCredential.revoked_at.is_(None))
+                .order_by(GatewayCredential.id.desc())
+            )
+            return list(rows.all())
+
+    async def replace(self, identity_id: int, *, actor: str) -> tuple[IssuedCredential, list[str]]:
+        """Issue a new credential for the identity and revoke every earlier one, in one transaction: the new
+        credential and the usernames revoked. (From Slack: the person is shown one working credential.)"""
+        password = secrets.token_urlsafe(24)
+        for _attempt in range(5):
+            try:
+                async with self.db.transaction() as session:
+                    identity = await session.get(Identity, identity_id, with_for_update=True)
+                    if identity is None:
+                        raise NotFound("This identity no longer exists.")
+                    now = utcnow()
+                    revoked = list(
+                        (
+                            await session.scalars(
+                                update(GatewayCredential)
+                                .where(
+                                    GatewayCredential.identity_id == identity_id,
+                                    GatewayCredential.revoked_at.is_(None),
+                                )
+                                .values(revoked_at=now)
+                                .returning(GatewayCredential.username)
+                            )
+                        ).all()
+                    )
+                    username = f"{identity.address.split('@', 1)[0].lower()[:100]}-{secrets.token_hex(3)}"
+                    session.add(
+                        GatewayCredential(
+                            identity_id=identity_id,
+                            username=username,
+                            password_hash=self._keyed_hash(username, password),
+                            created_by=actor,
+                            created_at=now,
+                        )
+                    )
+                    await session.flush()
+                    for old in revoked:
+                        audit.record(
+                            session, actor=actor, action="gateway.credential_revoked", identity_id=identity_id,
+                            username=old, reason="replaced",
+                        )  # fmt: skip
+                    audit.record(
+                        session, actor=actor, action="gateway.credential_issued", identity_id=identity_id,
+                        username=username, replaced=revoked,
+                    )  # fmt: skip
+                for old in revoked:
+                    self._recent.pop(old, None)
+                return IssuedCredential(username=username, password=password), revoked
+            except IntegrityError:
+                continue  # the random suffix collided with an existing username: draw another
+        raise RuntimeError("could not find a free gateway username")
+
     async def revoke(self, username: str, *, actor: str = "cli") -> bool:
         """Revoke a credential; True if it was active. Raises NotFound for an unknown username."""
         async with self.db.transaction() as session:

@@ -29,11 +29,12 @@ from bot.mail.copies import Copy, CopyResult, CopyStatus
 from bot.mail.delivery import Delivery
 from bot.services.gateway.credentials import GatewayCredentials
 from bot.services.gateway.dispatch import Dispatcher, UnreadableMessage
+from bot.services.gateway.notices import LimitNotices
 from bot.services.gateway.reports import DeliveryReports
 from bot.services.gateway.suppressions import Suppressions
 from bot.services.gateway.window import Delivered, LimitDecision, SendingLimits
 from bot.services.identities import IdentityService
-from models import Database, Identity, IdentityHealth, IdentityStatus, Suppression
+from models import Database, Identity, IdentityHealth, IdentityLifecycle, IdentityStatus, Suppression
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +76,7 @@ class SenderVerdict(StrEnum):
     NOT_AUTHORIZED = "not_authorized"  # not this credential's identity
     NOT_READY = "not_ready"  # the identity has not passed its three verification steps
     PAUSED = "paused"  # its bounce or complaint rate went over the line: deferred until a manager resumes it
+    DISABLED = "disabled"  # someone disabled the identity (/identity disable): it sends nothing until enabled
 
 
 class Outcome(StrEnum):
@@ -136,6 +138,7 @@ class Submission:
         *,
         reports: DeliveryReports | None = None,
         suppressions: Suppressions | None = None,
+        notices: LimitNotices | None = None,
     ) -> None:
         self.db = db
         self.credentials = credentials
@@ -143,6 +146,7 @@ class Submission:
         self.dispatcher = dispatcher
         self.reports = reports
         self.suppressions = suppressions or Suppressions(db)
+        self.notices = notices  # the channel hears when the limits defer recipients (None: nobody is told)
         self._background: set[asyncio.Future[Any]] = set()
 
     async def login(self, username: str, password: str) -> GatewayLogin | None:
@@ -153,13 +157,17 @@ class Submission:
         return GatewayLogin(identity_id, username)
 
     async def sender(self, login: GatewayLogin | None, address: str) -> tuple[SenderVerdict, Identity | None]:
-        """MAIL FROM: only the credential's own identity, once it is ready, and not while it is paused."""
+        """MAIL FROM: only the credential's own identity, once it is ready, and not while it is disabled or paused."""
         if login is None:
             return SenderVerdict.NOT_AUTHORIZED, None
         async with self.db.session() as session:
             identity = await session.get(Identity, login.identity_id)
         if identity is None or address.lower() != identity.address.lower():
             return SenderVerdict.NOT_AUTHORIZED, None
+        if identity.lifecycle == IdentityLifecycle.DELETED:
+            return SenderVerdict.NOT_AUTHORIZED, None
+        if identity.lifecycle == IdentityLifecycle.DISABLED:
+            return SenderVerdict.DISABLED, identity
         if identity.status != IdentityStatus.READY:
             return SenderVerdict.NOT_READY, identity
         if identity.health == IdentityHealth.PAUSED:
@@ -175,6 +183,8 @@ class Submission:
         decision = await self.window.reserve(identity, address)
         if not decision.allowed:
             log.info("gateway: %s over its %s limit of %s", identity.address, decision.limit, decision.limit_value)
+            if self.notices is not None:  # in the background: the 452 does not wait for Slack
+                self._in_background(self.notices.deferred(identity, decision))
         return decision
 
     async def release(self, slots: Sequence[Slot]) -> None:
@@ -205,6 +215,8 @@ class Submission:
             ]
             released = [s.reservation_id for s, result in outcomes if result.status != CopyStatus.ACCEPTED]
             settled = await self._settle(delivered, released)
+            if delivered and self.notices is not None:
+                self._in_background(self.notices.sent(identity))
             return self._outcome(identity, raw, mail_from, sent.results)
         finally:
             if not settled:
@@ -248,9 +260,11 @@ class Submission:
         try:
             await work
         except Exception:  # noqa: BLE001 - the mail went out; only the report about it is lost
-            log.exception("gateway: a delivery report could not be sent")
+            log.exception("gateway: background work after a message failed (a delivery report or notice)")
 
     async def drain(self, grace: float = 10.0) -> None:
-        """Let background work (delivery reports) finish, briefly."""
+        """Let background work (delivery reports, limit notices) finish, briefly."""
         if self._background:
             await asyncio.wait(set(self._background), timeout=grace)
+        if self.notices is not None:
+            await self.notices.drain(grace)

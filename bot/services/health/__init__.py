@@ -2,16 +2,12 @@
 the bounce and complaint rates that pause a damaging identity, a manager's Resume, and what the channel is told."""
 
 from bot.services.health.checks import DomainSettings, HealthChecks
-from bot.services.health.rates import RATE_WINDOW, Rates, SendingRates
 from bot.services.health.scheduler import HealthScheduler
 from bot.services.health.service import HealthService
 
 __all__ = [
-    "RATE_WINDOW",
     "DomainSettings",
     "HealthChecks",
     "HealthScheduler",
     "HealthService",
-    "Rates",
-    "SendingRates",
 ]

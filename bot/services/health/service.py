@@ -25,12 +25,12 @@ from bot.mail.messages import new_token, tracking_probe_message
 from bot.mail.outbound import SmtpFailure
 from bot.services import audit
 from bot.services.health.checks import COPY_ARRIVED, COPY_MISSING, PROBE_NOT_SENT, TRACKING, HealthChecks
-from bot.services.health.rates import RATE_WINDOW, SendingRates
 from bot.services.health.runs import SCHEDULE, HealthRuns, from_json
 from bot.services.health.state import carry, outcome_of, pause_reason, problem_keys, problems, reason
 from bot.services.identities import IdentityService
 from bot.services.notifier import HealthEvent, HealthFinding, HealthNotice, Notifier
 from bot.services.policy import IdentityAction, Policy
+from bot.services.rates import RATE_WINDOW, SendingRates
 from bot.services.verification import VerificationService
 from models import Database, HealthCheck, Identity, IdentityHealth, IdentityKind, InboundMessage
 from models.base import utcnow

@@ -9,8 +9,8 @@ from collections.abc import Sequence
 from dataclasses import replace
 
 from bot.mail.domain_checks import Status
-from bot.services.health.rates import MAX_BOUNCE_RATE, MAX_COMPLAINT_RATE, RATE_WINDOW, Rates
 from bot.services.notifier import HealthFinding
+from bot.services.rates import MAX_BOUNCE_RATE, MAX_COMPLAINT_RATE, RATE_WINDOW, Rates
 from models import CheckOutcome
 
 Key = tuple[str, str, str]

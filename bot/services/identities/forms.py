@@ -9,17 +9,19 @@ import re
 import unicodedata
 from email.message import EmailMessage
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from bot.mail.domains import PlatformDomains
 from bot.mail.messages import setup_test_message
 from bot.mail.outbound import MailSender, SetupCheck
 from bot.services.identities.drafts import IdentityDraft, SmtpDraft, normalize_app_password
+from bot.services.identities.lifecycle import held_until
 from bot.services.identities.signed_in import SignedInForms
 from bot.services.identities.validation import clean_name, normalize_address
 from bot.services.limits.rules import parse_limits
 from bot.services.secrets import SecretBox
 from models import Database, Identity, IdentityKind, SmtpSecurity
+from models.base import utcnow
 
 HOSTNAME = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*")
 CUSTOMER_SECURITY = (SmtpSecurity.STARTTLS, SmtpSecurity.SSL)
@@ -72,8 +74,17 @@ class IdentityForms:
             )
             return None
         async with self.db.session() as session:
-            exists = await session.scalar(select(func.count()).where(Identity.address == address))
-        if exists:
+            holder = await session.scalar(select(Identity).where(Identity.address == address))
+        if holder is not None and holder.deleted_at is not None:
+            until = held_until(holder)
+            if until is not None and until <= utcnow():
+                return address  # the hold is over: saving releases it (IdentityService.create)
+            errors["address"] = (
+                f"{address} belonged to an identity deleted on {holder.deleted_at:%Y-%m-%d}: it is held until "
+                f"{until:%Y-%m-%d %H:%M} UTC so that late replies still arrive, and can't be used before then."
+            )
+            return None
+        if holder is not None:
             errors["address"] = f"{address} is already taken." + (
                 " Click Auto create for a free one." if draft.kind == IdentityKind.PLATFORM else ""
             )

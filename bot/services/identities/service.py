@@ -17,6 +17,7 @@ from bot.services.identities.addresses import suggest_address
 from bot.services.identities.drafts import Created, IdentityDraft, SmtpDraft, Updated
 from bot.services.identities.forms import IdentityForms
 from bot.services.identities.grants import MailboxGrants
+from bot.services.identities.lifecycle import not_deleted, release_expired_holds
 from bot.services.identities.providers import PROVIDERS
 from bot.services.identities.readiness import reset_steps
 from bot.services.identities.signed_in import SignedInDraft, SignedInForms
@@ -25,7 +26,16 @@ from bot.services.limits.rules import needs_approval
 from bot.services.notifier import Notifier, Posted
 from bot.services.policy import IdentityAction, Policy
 from bot.services.secrets import SecretBox
-from models import Database, Identity, IdentityKind, IdentityStatus, LimitRequest, SmtpSecurity, StepName
+from models import (
+    Database,
+    Identity,
+    IdentityKind,
+    IdentityLifecycle,
+    IdentityStatus,
+    LimitRequest,
+    SmtpSecurity,
+    StepName,
+)
 from models.base import utcnow
 from models.tables import DEFAULT_DAILY_LIMIT, DEFAULT_HOURLY_LIMIT
 
@@ -124,6 +134,7 @@ class IdentityService:
         request: LimitRequest | None = None
         try:
             async with self.db.transaction() as session:
+                await release_expired_holds(session, now, identity.address)  # a deleted identity's, held no more
                 session.add(identity)
                 await session.flush()
                 if isinstance(signed, SignedInDraft) and not await MailboxGrants.attach(
@@ -304,14 +315,16 @@ class IdentityService:
     async def get(self, identity_id: int) -> Identity:
         async with self.db.session() as session:
             identity = await session.get(Identity, identity_id)
-        if identity is None:
+        if identity is None or identity.lifecycle == IdentityLifecycle.DELETED:
             raise NotFound("This identity no longer exists.")
         return identity
 
     async def list_for_team(self, team_id: str) -> list[Identity]:
         async with self.db.session() as session:
             rows = await session.scalars(
-                select(Identity).where(Identity.team_id == team_id).order_by(Identity.created_at, Identity.id)
+                select(Identity)
+                .where(Identity.team_id == team_id, not_deleted())
+                .order_by(Identity.created_at, Identity.id)
             )
             return list(rows.all())
 
@@ -322,7 +335,7 @@ class IdentityService:
         wanted = wanted.split("|", 1)[0]  # Slack turns typed addresses into <mailto:x|x>
         async with self.db.session() as session:
             identity = await session.scalar(
-                select(Identity).where(Identity.team_id == team_id, Identity.address == wanted)
+                select(Identity).where(Identity.team_id == team_id, Identity.address == wanted, not_deleted())
             )
         if identity is None:
             raise NotFound(f"No identity with the address {wanted} in this workspace.")

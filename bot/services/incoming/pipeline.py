@@ -303,7 +303,7 @@ class IncomingMail:
     @staticmethod
     async def _mark_sent(session: AsyncSession, kind: MessageKind, attributed: Attributed) -> None:
         """An attributed hard bounce or complaint is remembered on the copy it was about: the identity's bounce and
-        complaint rates (services/health/rates.py) count these marks."""
+        complaint rates (services/rates.py) count these marks."""
         column = {MessageKind.BOUNCE: "bounced_at", MessageKind.COMPLAINT: "complained_at"}.get(kind)
         ids = [t.sent_id for t in attributed.targets]
         if column is None or not ids:

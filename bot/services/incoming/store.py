@@ -18,6 +18,7 @@ from sqlalchemy import func, or_, select
 
 from bot.mail.domains import PlatformDomains
 from bot.services.gateway.unsubscribe import Unsubscribes
+from bot.services.identities.lifecycle import receives
 from models import Database, Identity, InboundMessage, SentRecipient, SlotState
 from models.base import utcnow
 from models.db import dialect_insert, without_sql_parameters
@@ -113,8 +114,11 @@ class InboundStore:
                     select(func.count()).where(SentRecipient.verp_token == token, SentRecipient.state == SlotState.SENT)
                 )
             else:
+                # A deleted identity's addresses still receive while they are held (late replies still arrive).
                 found = await session.scalar(
-                    select(func.count()).where(or_(Identity.address == wanted, Identity.tracking_address == wanted))
+                    select(func.count()).where(
+                        or_(Identity.address == wanted, Identity.tracking_address == wanted), receives(utcnow())
+                    )
                 )
         if found:
             if len(self._known) >= MAX_KNOWN:

@@ -9,6 +9,7 @@ from datetime import datetime
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.services import audit
+from bot.services.limits.evidence import gather
 from models import Identity, LimitRequest
 
 
@@ -22,9 +23,13 @@ async def open_request(
     reason: str,
     now: datetime,
     superseded: Sequence[LimitRequest] = (),
+    until: datetime | None = None,
 ) -> LimitRequest:
-    """A pending request to raise `identity` (already flushed) to hourly/daily, in the caller's transaction."""
+    """A pending request to raise `identity` (already flushed) to hourly/daily (until `until`, when time-boxed), in
+    the caller's transaction, with the evidence a manager decides on."""
     request = LimitRequest(
+        until=until,
+        evidence=await gather(session, identity, now),
         identity_id=identity.id,
         requested_by=actor,
         previous_hourly=identity.hourly_limit,
@@ -46,5 +51,6 @@ async def open_request(
         daily=daily,
         reason=reason,
         superseded=[r.id for r in superseded],
+        until=until.isoformat() if until else None,
     )
     return request

@@ -4,6 +4,7 @@ what needs a manager's approval. Each check returns a message a person can act o
 from __future__ import annotations
 
 import re
+from datetime import UTC, date, datetime, time, timedelta
 
 from models.tables import DEFAULT_DAILY_LIMIT, DEFAULT_HOURLY_LIMIT, MAX_DAILY_LIMIT
 
@@ -51,3 +52,23 @@ def parse_limits(hourly_text: str | int | None, daily_text: str | int | None) ->
         for name, message in check_limits(hourly, daily).items():
             errors.setdefault(name, message)
     return hourly or 0, daily or 0, errors
+
+
+MAX_TIME_BOX_DAYS = 90
+
+
+def parse_until(value: str | None, today: date) -> tuple[datetime | None, str | None]:
+    """The optional end of a time-boxed increase: a date (YYYY-MM-DD, as Slack's date picker sends it) after today
+    and at most MAX_TIME_BOX_DAYS ahead. The increase lasts through that day (UTC): it ends at the next midnight."""
+    if value is None or not str(value).strip():
+        return None, None
+    try:
+        day = date.fromisoformat(str(value).strip())
+    except ValueError:
+        return None, "Pick the last day of the increase."
+    if day <= today:
+        return None, "Pick a day after today (or leave it empty for a permanent increase)."
+    if day > today + timedelta(days=MAX_TIME_BOX_DAYS):
+        last = today + timedelta(days=MAX_TIME_BOX_DAYS)
+        return None, f"An increase can last at most {MAX_TIME_BOX_DAYS} days: pick {last.isoformat()} or earlier."
+    return datetime.combine(day + timedelta(days=1), time(0, 0), tzinfo=UTC), None

@@ -17,10 +17,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from bot.services import audit
 from bot.services.errors import FormErrors, NotFound
 from bot.services.limits.requests import open_request
-from bot.services.limits.rules import parse_limits
+from bot.services.limits.rules import parse_limits, parse_until
+from bot.services.limits.time_boxes import replace_running
 from bot.services.notifier import Notifier
 from bot.services.policy import IdentityAction, Policy
-from models import Database, Identity, LimitRequest, LimitRequestStatus
+from models import Database, Identity, IdentityLifecycle, LimitRequest, LimitRequestStatus
 from models.base import utcnow
 from models.tables import DEFAULT_DAILY_LIMIT, DEFAULT_HOURLY_LIMIT, MAX_DAILY_LIMIT
 
@@ -71,7 +72,7 @@ class LimitService:
     async def _identity(self, identity_id: int) -> Identity:
         async with self.db.session() as session:
             identity = await session.get(Identity, identity_id)
-        if identity is None:
+        if identity is None or identity.lifecycle == IdentityLifecycle.DELETED:
             raise NotFound("This identity no longer exists.")
         return identity
 
@@ -99,19 +100,26 @@ class LimitService:
         reason: str | None,
         *,
         actor: str,
+        until_text: str | None = None,
     ) -> LimitChange:
-        """Apply or request new limits. Raises FormErrors (nothing changes) or NotAllowed."""
+        """Apply or request new limits (an increase may be time-boxed: `until_text`, a date). Raises FormErrors
+        (nothing changes) or NotAllowed."""
         identity = await self._identity(identity_id)
         await self.policy.require(actor, identity, IdentityAction.CHANGE_LIMITS)
         hourly, daily, errors = parse_limits(hourly_text, daily_text)
         reason = (reason or "").strip()
         if len(reason) > MAX_REASON:
             errors["reason"] = f"Keep the reason under {MAX_REASON} characters."
+        now = self.clock()
+        until, err = parse_until(until_text, now.date())
+        if err:
+            errors["until"] = err
+        elif until is not None and not errors and not self.needs_manager(identity, hourly, daily):
+            errors["until"] = "Only an increase that needs approval can have an end: leave it empty."
         if errors:
             raise FormErrors(errors)
         if (hourly, daily) == (identity.hourly_limit, identity.daily_limit):
             return LimitChange(ChangeOutcome.UNCHANGED, identity)
-        now = self.clock()
         async with self.db.transaction() as session:
             locked = await session.get(Identity, identity_id, with_for_update=True)
             if locked is None:
@@ -127,10 +135,12 @@ class LimitService:
                     reason=reason,
                     now=now,
                     superseded=superseded,
+                    until=until,
                 )
                 result = LimitChange(ChangeOutcome.REQUESTED, locked, request, superseded)
             else:
                 before = (locked.hourly_limit, locked.daily_limit)
+                await replace_running(session, identity_id, now)  # these limits stand: a running box won't revert
                 locked.hourly_limit, locked.daily_limit, locked.updated_at = hourly, daily, now
                 audit.record(
                     session,
@@ -272,6 +282,11 @@ class LimitService:
                 # Assigned to the row of this session (a new list, so the JSON column is seen as changed).
                 fresh.messages = request.messages = messages
                 if approve:
+                    replaced = await replace_running(session, identity.id, now, besides=request_id)
+                    if fresh.until is not None:  # time-boxed: back to the limits before any box, at its end
+                        fresh.revert_hourly = replaced.revert_hourly if replaced else identity.hourly_limit
+                        fresh.revert_daily = replaced.revert_daily if replaced else identity.daily_limit
+                        request.revert_hourly, request.revert_daily = fresh.revert_hourly, fresh.revert_daily
                     identity.hourly_limit = request.requested_hourly
                     identity.daily_limit = min(request.requested_daily, MAX_DAILY_LIMIT)
                     identity.updated_at = now

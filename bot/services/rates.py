@@ -1,4 +1,5 @@
-"""An identity's bounce and complaint rates: over a rolling window (7 days), the copies it sent through the gateway
+"""An identity's bounce and complaint rates (its sending reputation, read by health to pause it and by limit
+requests as evidence): over a rolling window (7 days), the copies it sent through the gateway
 that came back as attributed hard bounces or complaints (the inbound pipeline marks them on `sent_recipients`).
 
 The mailbox providers' published lines are 5 % hard bounces and 0.3 % complaints; below a minimum of mail sent the
