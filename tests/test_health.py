@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -18,9 +19,20 @@ from sqlalchemy import select, update
 
 from bot.mail.diagnosis import SUCCESS_PROMPT
 from bot.sandbox import FakeSlack
+from bot.services.health.runs import HealthRuns
 from handlers.health.ids import Health as H
 from handlers.identity.ids import IdentityForm as F
-from models import AuditEvent, HealthCheck, Identity, IdentityHealth, IdentityStatus, VerificationStep
+from models import (
+    AuditEvent,
+    Database,
+    HealthCheck,
+    Identity,
+    IdentityHealth,
+    IdentityKind,
+    IdentityLifecycle,
+    IdentityStatus,
+    VerificationStep,
+)
 from models.base import utcnow
 from tests.companymail import COMPANY_ADDRESS, CompanyMail, start_company_mail
 from tests.conftest import CHANNEL, LEAD, PLATFORM_DOMAIN, Bot, start_bot
@@ -544,3 +556,29 @@ def test_the_lines_and_what_an_unknown_check_carries() -> None:
     assert carry([HealthFinding("login", "ok", "smtp.acme.example.com:587"), dmarc_ok], [login])[-1] == dmarc_ok
     assert outcome_of([unknown_login, dmarc_ok]) == "incomplete"
     assert outcome_of([HealthFinding("dmarc", "warning", "acme.example.com")]) == "warnings"
+
+
+async def test_only_identities_in_use_are_claimed_for_scheduled_checks(db: Database) -> None:
+    """A disabled identity sends nothing and a deleted one has its checks stopped: neither is logged in to, probed or
+    announced on schedule. Both databases: the claim is SQL."""
+    ids: dict[IdentityLifecycle, int] = {}
+    async with db.transaction() as session:
+        for n, lifecycle in enumerate(IdentityLifecycle):
+            row = Identity(
+                team_id="T",
+                kind=IdentityKind.PLATFORM,
+                display_name="Lea",
+                company_name="N",
+                address=f"lea{n}@mail.example.com",
+                forwarding_address="l@n.example.com",
+                notices_channel="C",
+                created_by="U",
+                status=IdentityStatus.READY,
+                lifecycle=lifecycle,
+                health_due_at=utcnow() - timedelta(minutes=1),
+            )
+            session.add(row)
+            await session.flush()
+            ids[lifecycle] = row.id
+    claimed = await HealthRuns(db).claim_due(timedelta(hours=6), limit=10)
+    assert claimed == [ids[IdentityLifecycle.ACTIVE]]

@@ -12,7 +12,7 @@ from sqlalchemy import or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from bot.services.notifier import HealthFinding
-from models import CheckOutcome, Database, HealthCheck, Identity, IdentityStatus
+from models import CheckOutcome, Database, HealthCheck, Identity, IdentityLifecycle, IdentityStatus
 from models.base import utcnow
 
 SCHEDULE = "schedule"  # HealthCheck.started_by of the runs the scheduler starts (others name the Slack user)
@@ -33,14 +33,15 @@ class HealthRuns:
         self.clock = clock
 
     async def claim_due(self, interval: timedelta, *, limit: int) -> list[int]:
-        """Ready identities whose scheduled checks are due, claimed for this process: each claim moves the due time
-        one interval on with a conditional update, so another process finds nothing to claim until then. An
+        """Ready identities in use whose scheduled checks are due, claimed for this process: each claim moves the due
+        time one interval on with a conditional update, so another process finds nothing to claim until then. An
         identity seen for the first time is given its first due time, one interval away."""
         now = self.clock()
         query = (
             select(Identity.id, Identity.health_due_at)
             .where(
                 Identity.status == IdentityStatus.READY,
+                Identity.lifecycle == IdentityLifecycle.ACTIVE,  # disabled: sends nothing; deleted: checks stopped
                 or_(Identity.health_due_at.is_(None), Identity.health_due_at <= now),
             )
             .order_by(Identity.health_due_at.is_not(None), Identity.health_due_at, Identity.id)
