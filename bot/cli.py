@@ -1,5 +1,5 @@
 """`identity-bot` command line: run, db upgrade, demo, secrets, credentials, dkim. Everything it builds comes from the
-composition root (bot/app.py)."""
+composition root (bot/app/)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """The maintenance commands of `identity-bot` (db upgrade, secrets rotate, credentials issue/revoke, dkim record):
-the database and the services the composition root builds (bot/app.py build_core), without Slack."""
+the database and the services the composition root builds (bot/app/core.py build_core), without Slack."""
 
 from __future__ import annotations
 
