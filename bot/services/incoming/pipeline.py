@@ -18,37 +18,30 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
+from typing import Protocol
 
 from sqlalchemy import and_, func, or_, select, update
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.mail.delivery import Delivery
 from bot.mail.domains import PlatformDomains
 from bot.mail.mime import first_address, header_summary
-from bot.services import audit
 from bot.services.gateway.suppressions import Suppressions
 from bot.services.gateway.unsubscribe import Unsubscribes
-from bot.services.incoming.attribution import MAX_SUPPRESSIONS_PER_MESSAGE, Attributed, attribute
+from bot.services.incoming.attribution import MAX_SUPPRESSIONS_PER_MESSAGE, attribute
 from bot.services.incoming.forwarding import ForwardTarget, Original
 from bot.services.incoming.judging import Job, Verdict
 from bot.services.incoming.locks import processing_locks
+from bot.services.incoming.reports import RATE_KINDS, SUPPRESSION_REASONS, apply_report
 from bot.services.incoming.store import OPERATOR_MAILBOXES
 from bot.services.incoming.workers import InlineJudge
 from bot.services.notifier import Notifier, NullNotifier, OperatorEvent, OperatorNotice
-from models import Attribution, Database, Identity, InboundMessage, MessageKind, SentRecipient, SuppressionReason
+from models import Database, Identity, InboundMessage, MessageKind, SentRecipient
 from models.base import utcnow
 from models.db import without_sql_parameters
 
 log = logging.getLogger(__name__)
 
-SUPPRESSION_REASONS = {
-    MessageKind.BOUNCE: SuppressionReason.HARD_BOUNCE,
-    MessageKind.COMPLAINT: SuppressionReason.COMPLAINT,
-    MessageKind.UNSUBSCRIBE: SuppressionReason.UNSUBSCRIBE,
-}
-# Reports that count in an identity's bounce and complaint rates (services/health).
-RATE_KINDS = (MessageKind.BOUNCE, MessageKind.COMPLAINT)
 # Failed processing is retried after these delays (seconds), then parked: 4 attempts over about 20 minutes.
 RETRY_DELAYS = (30.0, 180.0, 900.0)
 
@@ -62,7 +55,7 @@ OnReports = Callable[[list[int]], Awaitable[None]]
 """Called with the identities whose sent mail drew attributed hard bounces or complaints (their rates changed)."""
 
 
-class Judge:
+class Judge(Protocol):
     """Where messages are judged (workers.JudgePool in the server)."""
 
     async def judge(self, job: Job) -> Verdict: ...
@@ -218,6 +211,21 @@ class IncomingMail:
                 await self.forward(identity, verdict.forward)
                 forwarded_at = utcnow()
                 log.info("incoming: lead %s forwarded for identity %s", row.id, identity_id)
+        await self._record(row, verdict, kind, rule, identity, tokens, forwarded_at)
+
+    async def _record(
+        self,
+        row: InboundMessage,
+        verdict: Verdict,
+        kind: MessageKind,
+        rule: str,
+        identity: Identity | None,
+        tokens: list[str],
+        forwarded_at: datetime | None,
+    ) -> None:
+        """Store what the message was, with its suppression and attribution in the same transaction; then the
+        identities it reports on have their rates judged again."""
+        identity_id = identity.id if identity is not None else None
         async with self.db.transaction() as session:
             attributed = None
             if kind in SUPPRESSION_REASONS:
@@ -227,7 +235,7 @@ class IncomingMail:
                     team_id=identity.team_id if identity is not None else None,
                     verp_tokens=tokens,
                 )
-                await self._suppress(session, row, kind, rule, attributed)
+                await apply_report(session, self.suppressions, self.domains, row.id, kind, rule, attributed)
             await session.execute(
                 update(InboundMessage)
                 .where(InboundMessage.id == row.id, InboundMessage.processed_at.is_(None))
@@ -270,49 +278,6 @@ class IncomingMail:
                 .where(InboundMessage.id == row.id, InboundMessage.processed_at.is_(None))
                 .values(classification=MessageKind.UNSUBSCRIBE, classified_by=ONE_CLICK_RULE, processed_at=utcnow())
             )
-
-    async def _suppress(
-        self, session: AsyncSession, row: InboundMessage, kind: MessageKind, rule: str, attributed: Attributed
-    ) -> None:
-        """Insert-if-absent each attributed address for its team; only a new entry gets an audit event."""
-        if attributed.attribution == Attribution.UNMATCHED:
-            log.info("incoming: %s %s matches nothing the team sent; it changes nothing", kind, row.id)
-            return
-        reason = SUPPRESSION_REASONS[kind]
-        await self._mark_sent(session, kind, attributed)
-        for target in attributed.targets:
-            if self.domains.is_own(target.address):
-                continue
-            added = await self.suppressions.add(
-                session, team_id=target.team_id, address=target.address, reason=reason, source_message_id=row.id
-            )
-            if added:
-                audit.record(
-                    session,
-                    actor="inbound",
-                    action="suppression.added",
-                    identity_id=target.identity_id,
-                    address=target.address,
-                    reason=reason,
-                    rule=rule,
-                    attribution=attributed.attribution,
-                    inbound_message_id=row.id,
-                )
-                log.info("incoming: suppressed %s (%s, message %s)", target.address, reason, row.id)
-
-    @staticmethod
-    async def _mark_sent(session: AsyncSession, kind: MessageKind, attributed: Attributed) -> None:
-        """An attributed hard bounce or complaint is remembered on the copy it was about: the identity's bounce and
-        complaint rates (services/rates.py) count these marks."""
-        column = {MessageKind.BOUNCE: "bounced_at", MessageKind.COMPLAINT: "complained_at"}.get(kind)
-        ids = [t.sent_id for t in attributed.targets]
-        if column is None or not ids:
-            return
-        await session.execute(
-            update(SentRecipient)
-            .where(SentRecipient.id.in_(ids), getattr(SentRecipient, column).is_(None))
-            .values({column: utcnow()})
-        )
 
     async def _failed(self, row: InboundMessage, exc: Exception) -> None:
         """Count a failed attempt: retry later with backoff, or park the message after MAX_ATTEMPTS."""
