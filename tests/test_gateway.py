@@ -20,7 +20,8 @@ from sqlalchemy import func, select
 from bot.services.gateway import Suppressions
 from bot.services.gateway.credentials import GatewayCredentials, IssuedCredential
 from bot.services.gateway.window import LimitDecision, SendingLimits
-from bot.smtp.gateway import SubmissionGateway, format_retry_at
+from bot.smtp.gateway import SubmissionGateway
+from bot.smtp.gateway_replies import format_retry_at
 from models import (
     Database,
     Identity,
