@@ -13,7 +13,8 @@ from handlers.errors import tell_user
 from handlers.home.refresh import HomeRefresh
 from handlers.home.views import SHOW_TITLE, note_view, shown_view
 from handlers.identity.command import IdentityCommand
-from handlers.identity.form_view import FormMeta, FormValues, identity_form
+from handlers.identity.form_state import FormMeta, FormValues
+from handlers.identity.form_view import identity_form
 from handlers.verification.views import identity_overview
 from models import Identity
 

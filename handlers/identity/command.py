@@ -12,7 +12,8 @@ from bot.services.errors import NotFound
 from bot.services.registry import Services
 from handlers.blocks import loading_view, problem_view
 from handlers.identity.edit import open_edit_form
-from handlers.identity.form_view import FormMeta, FormValues, identity_form
+from handlers.identity.form_state import FormMeta, FormValues
+from handlers.identity.form_view import identity_form
 from handlers.identity.lifecycle import LifecycleListeners
 from handlers.identity.messages import help_message, identity_list, problem_message
 from handlers.limits.listeners import LimitListeners

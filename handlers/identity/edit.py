@@ -12,7 +12,8 @@ from bot.services.policy import IdentityAction, NotPermitted
 from bot.services.registry import Services
 from handlers.blocks import limits_text, loading_view, problem_view, refused_view
 from handlers.identity.form import values_from_identity
-from handlers.identity.form_view import FormMeta, identity_form
+from handlers.identity.form_state import FormMeta
+from handlers.identity.form_view import identity_form
 from handlers.identity.sign_in_view import sign_in_offer
 from models import Identity
 

@@ -15,7 +15,8 @@ from bot.services.identities.providers import PROVIDERS
 from bot.services.policy import NotPermitted
 from bot.services.registry import Services
 from handlers.blocks import limits_text, refused_view
-from handlers.identity.form_view import FormMeta, FormValues, identity_form, saved_view
+from handlers.identity.form_state import FormMeta, FormValues
+from handlers.identity.form_view import identity_form, saved_view
 from handlers.identity.ids import IdentityForm as F
 from handlers.identity.sign_in_view import sign_in_offer
 from handlers.state import errors_for_view, read_state

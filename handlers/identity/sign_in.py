@@ -15,7 +15,8 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bot.services.identities.providers import PROVIDERS
 from bot.services.notifier import SignInOutcome
 from handlers.identity.form import IdentityFormListeners, draft_from_view, forget_test, values_from_draft
-from handlers.identity.form_view import FormMeta, FormValues, identity_form
+from handlers.identity.form_state import FormMeta, FormValues
+from handlers.identity.form_view import identity_form
 from handlers.identity.sign_in_view import SignInOffer
 
 log = logging.getLogger(__name__)
