@@ -1,5 +1,6 @@
 """Persistence: SQLAlchemy 2 typed models, engine/session setup and Alembic migrations. Knows nothing else."""
 
+from models.access_tables import KeyFingerprint, MailboxGrant, OAuthSignIn, SeenRequest
 from models.base import Base
 from models.db import Database, normalize_database_url
 from models.enums import (
@@ -19,23 +20,15 @@ from models.enums import (
     StepStatus,
     SuppressionReason,
 )
+from models.mail_tables import GatewayCredential, InboundMessage, SentRecipient, Suppression, UnsubscribeToken
 from models.tables import (
     AuditEvent,
-    GatewayCredential,
     HealthCheck,
     HomeViewer,
     Identity,
-    InboundMessage,
-    KeyFingerprint,
     LimitNotice,
     LimitRequest,
-    MailboxGrant,
-    OAuthSignIn,
     OtpChallenge,
-    SeenRequest,
-    SentRecipient,
-    Suppression,
-    UnsubscribeToken,
     VerificationStep,
 )
 

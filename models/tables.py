@@ -1,30 +1,27 @@
-"""The tables. Constraints live in the schema, not only in Python."""
+"""The tables of identities and what people do with them (health, audit, limits, the App Home, verification).
+Constraints live in the schema, not only in Python. The mail that passes through is in mail_tables.py, the ways in
+(sign-ins, keys, seen requests) in access_tables.py."""
 
 from __future__ import annotations
 
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, CheckConstraint, ForeignKey, Index, LargeBinary, String, Text, UniqueConstraint, text
+from sqlalchemy import JSON, CheckConstraint, ForeignKey, Index, String, Text, UniqueConstraint, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from models.base import Base, utcnow, vocabulary
 from models.enums import (
-    Attribution,
     CheckOutcome,
     IdentityHealth,
     IdentityKind,
     IdentityLifecycle,
     IdentityStatus,
     LimitRequestStatus,
-    MailboxProvider,
-    MessageKind,
     OtpCloseReason,
-    SlotState,
     SmtpSecurity,
     StepName,
     StepStatus,
-    SuppressionReason,
 )
 
 DEFAULT_HOURLY_LIMIT = 40
@@ -256,183 +253,3 @@ class OtpChallenge(Base):
     # Set once, with why the code stopped working (used, locked, expired, replaced, reset).
     closed_at: Mapped[datetime | None]
     closed_reason: Mapped[OtpCloseReason | None] = mapped_column(vocabulary(OtpCloseReason, "closed_reason"))
-
-
-class InboundMessage(Base):
-    """Every message the inbound server accepted, stored before it answered 250."""
-
-    __tablename__ = "inbound_messages"
-    __table_args__ = (Index("ix_inbound_messages_unprocessed", "processed_at"),)
-
-    id: Mapped[int] = mapped_column(primary_key=True)
-    received_at: Mapped[datetime] = mapped_column(default=utcnow)
-    peer: Mapped[str] = mapped_column(String(64), default="")
-    mail_from: Mapped[str] = mapped_column(String(320), default="")
-    rcpt_tos: Mapped[list[str]] = mapped_column(JSON, default=list)
-    raw: Mapped[bytes] = mapped_column(LargeBinary)
-    size: Mapped[int]
-    message_id: Mapped[str | None] = mapped_column(String(998))
-    # Message-ID + content hash: a redelivered duplicate is stored once.
-    dedup_key: Mapped[str] = mapped_column(String(128), unique=True)
-    identity_id: Mapped[int | None] = mapped_column(ForeignKey("identities.id", ondelete="SET NULL"), index=True)
-    classification: Mapped[MessageKind | None] = mapped_column(vocabulary(MessageKind, "classification", 32))
-    classified_by: Mapped[str | None] = mapped_column(String(64))
-    processed_at: Mapped[datetime | None]
-    forwarded_at: Mapped[datetime | None]
-    # Reports (bounces, complaints, unsubscribe requests): how they were matched to mail the team sent.
-    attribution: Mapped[Attribution | None] = mapped_column(vocabulary(Attribution, "attribution"))
-    # Processing that failed: retried with backoff (next_attempt_at), parked after a few attempts (parked_at).
-    attempts: Mapped[int] = mapped_column(default=0, server_default="0")
-    next_attempt_at: Mapped[datetime | None]
-    parked_at: Mapped[datetime | None]
-    last_error: Mapped[str | None] = mapped_column(String(500))
-
-
-class Suppression(Base):
-    """Addresses a team's identities may not send to any more (unsubscribes, hard bounces, complaints).
-
-    Scoped to the team (the Slack workspace): an opt-out binds the sender's company. `address_key` is the address in
-    its normal form (services/gateway/suppressions.py: address_key), which lookups compare. Rows from before teams
-    were recorded have no team_id and apply to every team."""
-
-    __tablename__ = "suppressions"
-    __table_args__ = (UniqueConstraint("team_id", "address_key"),)
-
-    id: Mapped[int] = mapped_column(primary_key=True)
-    team_id: Mapped[str | None] = mapped_column(String(32))
-    address: Mapped[str] = mapped_column(String(320))  # as it was reported
-    address_key: Mapped[str] = mapped_column(String(320), index=True)
-    reason: Mapped[SuppressionReason] = mapped_column(vocabulary(SuppressionReason, "reason", 32))
-    source_message_id: Mapped[int | None] = mapped_column(ForeignKey("inbound_messages.id", ondelete="SET NULL"))
-    created_at: Mapped[datetime] = mapped_column(default=utcnow)
-
-
-class SentRecipient(Base):
-    """One recipient of one message sent as an identity through the gateway. It is both the sending slot the limits
-    count (one per recipient: taken `reserved` at RCPT, `sent` once the upstream server accepted that recipient,
-    deleted when it refused it or the relay failed) and what bounces, complaints and unsubscribe requests are matched
-    against (a report acts only on mail the team really sent to that recipient).
-
-    Rows carried over from the per-message log (migration 0007) have an empty recipient: they only count.
-
-    `verp_token` is set when the platform relay sent it with the per-recipient return path
-    bounces+<token>@<platform domain> (bot/mail/domains.py): a bounce arriving there names this row, whatever its
-    body says. `message_id` is the Message-ID header, for reports that quote the original (company identities, whose
-    bounces come back through the customer's mailbox and its CC tracking forwarder)."""
-
-    __tablename__ = "sent_recipients"
-    __table_args__ = (
-        Index("ix_sent_recipients_identity_sent_at", "identity_id", "sent_at"),
-        Index("ix_sent_recipients_team_recipient", "team_id", "recipient_key"),
-    )
-
-    id: Mapped[int] = mapped_column(primary_key=True)
-    identity_id: Mapped[int] = mapped_column(ForeignKey("identities.id", ondelete="CASCADE"))
-    team_id: Mapped[str] = mapped_column(String(32))
-    recipient: Mapped[str] = mapped_column(String(320))
-    recipient_key: Mapped[str] = mapped_column(String(320))
-    message_id: Mapped[str | None] = mapped_column(String(998), index=True)
-    verp_token: Mapped[str | None] = mapped_column(String(40), unique=True)
-    state: Mapped[SlotState] = mapped_column(vocabulary(SlotState, "state"), default=SlotState.RESERVED)
-    sent_at: Mapped[datetime] = mapped_column(default=utcnow)
-    # Set when an attributed hard bounce or complaint came back for this copy (the identity's rates count them).
-    bounced_at: Mapped[datetime | None]
-    complained_at: Mapped[datetime | None]
-
-
-class UnsubscribeToken(Base):
-    """The token in the List-Unsubscribe links of mail a team sends to a recipient (one per team and recipient, in
-    the normal form of services/gateway/suppressions.py). Whoever holds it may suppress that recipient for that team:
-    it only ever travels in mail to that recipient."""
-
-    __tablename__ = "unsubscribe_tokens"
-    __table_args__ = (UniqueConstraint("team_id", "recipient_key"),)
-
-    id: Mapped[int] = mapped_column(primary_key=True)
-    token: Mapped[str] = mapped_column(String(40), unique=True)
-    team_id: Mapped[str] = mapped_column(String(32))
-    recipient: Mapped[str] = mapped_column(String(320))  # as first addressed
-    recipient_key: Mapped[str] = mapped_column(String(320))
-    created_at: Mapped[datetime] = mapped_column(default=utcnow)
-
-
-class GatewayCredential(Base):
-    """SMTP AUTH credentials for the submission gateway, issued per identity. Only a keyed hash is stored
-    ("hmac-sha256$<hex>"; credentials issued before 0007 hold "scrypt$..." until their next login)."""
-
-    __tablename__ = "gateway_credentials"
-
-    id: Mapped[int] = mapped_column(primary_key=True)
-    identity_id: Mapped[int] = mapped_column(ForeignKey("identities.id", ondelete="CASCADE"), index=True)
-    username: Mapped[str] = mapped_column(String(128), unique=True)
-    password_hash: Mapped[str] = mapped_column(String(256))
-    created_at: Mapped[datetime] = mapped_column(default=utcnow)
-    created_by: Mapped[str] = mapped_column(String(64), default="cli")
-    revoked_at: Mapped[datetime | None]
-
-
-class MailboxGrant(Base):
-    """A mailbox owner's consent from "Sign in with Microsoft / Google": the tokens a company identity sends with
-    (SMTP XOAUTH2) instead of a password. Both tokens are Fernet-encrypted like passwords.
-
-    Made from an open identity modal (`signed_in_by`, `view_id`) and attached to the identity when the form is saved
-    (`identity_id`; one grant per identity). `refreshing_until` is the lease of the one process renewing the access
-    token (a conditional update takes it); `revoked_at` is set when the provider said the grant is gone."""
-
-    __tablename__ = "mailbox_grants"
-    __table_args__ = (Index("ix_mailbox_grants_signed_in_by_view_id", "signed_in_by", "view_id"),)
-
-    id: Mapped[int] = mapped_column(primary_key=True)
-    identity_id: Mapped[int | None] = mapped_column(ForeignKey("identities.id", ondelete="CASCADE"), unique=True)
-    signed_in_by: Mapped[str] = mapped_column(String(32))
-    view_id: Mapped[str | None] = mapped_column(String(64))
-    provider: Mapped[MailboxProvider] = mapped_column(vocabulary(MailboxProvider, "provider"))
-    mailbox: Mapped[str] = mapped_column(String(254))
-    refresh_token_encrypted: Mapped[str] = mapped_column(Text)
-    access_token_encrypted: Mapped[str | None] = mapped_column(Text)
-    access_expires_at: Mapped[datetime | None]
-    refreshing_until: Mapped[datetime | None]
-    revoked_at: Mapped[datetime | None]
-    created_at: Mapped[datetime] = mapped_column(default=utcnow)
-    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
-
-
-class OAuthSignIn(Base):
-    """A sign-in started from an open identity modal, one per Slack user and modal: the state's nonce (single use,
-    `state_expires_at`), the PKCE verifier (encrypted; it never leaves the bot), and the form as it was when the
-    button was clicked, so the modal can be updated in place when the browser comes back."""
-
-    __tablename__ = "oauth_sign_ins"
-    __table_args__ = (UniqueConstraint("slack_user_id", "view_id"),)
-
-    id: Mapped[int] = mapped_column(primary_key=True)
-    slack_user_id: Mapped[str] = mapped_column(String(32))
-    view_id: Mapped[str] = mapped_column(String(64))
-    provider: Mapped[MailboxProvider | None] = mapped_column(vocabulary(MailboxProvider, "provider"))
-    state_nonce: Mapped[str | None] = mapped_column(String(64), unique=True)
-    code_verifier_encrypted: Mapped[str | None] = mapped_column(Text)
-    state_expires_at: Mapped[datetime | None]
-    form: Mapped[str | None] = mapped_column(Text)
-    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
-
-
-class KeyFingerprint(Base):
-    """Which encryption key this database's secrets are under: a keyed fingerprint of the first of SECRET_KEYS,
-    never the key. One row; every process compares its keys with it at start, `secrets rotate` moves it."""
-
-    __tablename__ = "key_fingerprint"
-    __table_args__ = (CheckConstraint("id = 1", name="single_row"),)
-
-    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
-    fingerprint: Mapped[str] = mapped_column(String(80))
-    recorded_at: Mapped[datetime] = mapped_column(default=utcnow)
-
-
-class SeenRequest(Base):
-    """Signatures of Slack requests already handled, kept while Slack's timestamp check would still accept them:
-    the same signed request a second time (a replay) is acknowledged and ignored, in whichever process it lands."""
-
-    __tablename__ = "seen_requests"
-
-    signature: Mapped[str] = mapped_column(String(100), primary_key=True)
-    expires_at: Mapped[datetime] = mapped_column(index=True)

@@ -2,7 +2,7 @@
 
 from alembic import context
 
-import models.tables  # noqa: F401  (registers the tables)
+import models  # noqa: F401  (registers every table)
 from models.base import Base
 
 connection = context.config.attributes.get("connection")
