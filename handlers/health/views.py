@@ -36,7 +36,7 @@ STATE_LABELS = {
     IdentityHealth.NEEDS_ATTENTION: ":warning: *Needs attention*",
     IdentityHealth.PAUSED: ":double_vertical_bar: *Paused*",
 }
-OUTCOME_WORDS = {
+OUTCOME_WORDS: dict[str, str] = {
     CheckOutcome.PASSED: "every check passed",
     CheckOutcome.WARNINGS: "passed, with advice",
     CheckOutcome.PROBLEMS: "found problems",

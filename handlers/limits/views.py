@@ -55,7 +55,21 @@ def limits_form(
                 "a new change replaces it."
             )
         )
-    blocks += [
+    blocks += limits_inputs(hourly, daily, reason)
+    return View(
+        type="modal",
+        callback_id=L.callback,
+        title="Change limits",
+        submit="Save",
+        close="Cancel",
+        private_metadata=str(identity.id),
+        blocks=blocks,
+    )
+
+
+def limits_inputs(hourly: int, daily: int, reason: str | None) -> list[Block]:
+    """The form's inputs: both limits (prefilled), the optional last day of an increase, the reason managers see."""
+    return [
         InputBlock(
             block_id=L.hourly_limit,
             label="Email sending limit per hour",
@@ -90,15 +104,6 @@ def limits_form(
             ),
         ),
     ]
-    return View(
-        type="modal",
-        callback_id=L.callback,
-        title="Change limits",
-        submit="Save",
-        close="Cancel",
-        private_metadata=str(identity.id),
-        blocks=blocks,
-    )
 
 
 def limits_done(change: LimitChange) -> View:

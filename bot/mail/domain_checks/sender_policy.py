@@ -128,31 +128,8 @@ async def check_spf(
         return [CheckResult("spf", domain, Status.UNKNOWN, f"Couldn't check SPF for {domain}: {exc}.")]
     records = [r for r in found.records if _SPF_RE.match(r)]
     wanted = [mechanism_for(h) for h in sending_hosts]
-    if not records:
-        where = "" if found.exists else f" ({domain} does not exist in DNS)"
-        return [
-            CheckResult(
-                "spf",
-                domain,
-                Status.PROBLEM,
-                f"{domain} has no SPF record{where}, so receivers can't tell which servers may send its mail; "
-                "much of it will go to spam. Publish this record:",
-                zone_txt(domain, spf_with(None, wanted)),
-            )
-        ]
-    if len(records) > 1:
-        merged = spf_with(None, [t for r in records for t in r.split()[1:] if not t.lower().endswith("all")])
-        return [
-            CheckResult(
-                "spf",
-                domain,
-                Status.PROBLEM,
-                f"{domain} has {len(records)} SPF records; receivers treat that as an error and ignore SPF. "
-                "Replace them with a single record, for example:",
-                zone_txt(domain, spf_with(merged, wanted)),
-                tuple(records),
-            )
-        ]
+    if (problem := _record_problem(domain, found.exists, records, wanted)) is not None:
+        return [problem]
     record = records[0]
     results = []
     if _ALL_PASS.search(record):
@@ -172,6 +149,32 @@ async def check_spf(
     if not results:
         results.append(CheckResult("spf", domain, Status.OK, f"{domain} publishes an SPF record.", None, (record,)))
     return results
+
+
+def _record_problem(domain: str, exists: bool, records: list[str], wanted: list[str]) -> CheckResult | None:
+    """No SPF record, or more than one (receivers ignore SPF then): the record to publish instead."""
+    if not records:
+        where = "" if exists else f" ({domain} does not exist in DNS)"
+        return CheckResult(
+            "spf",
+            domain,
+            Status.PROBLEM,
+            f"{domain} has no SPF record{where}, so receivers can't tell which servers may send its mail; "
+            "much of it will go to spam. Publish this record:",
+            zone_txt(domain, spf_with(None, wanted)),
+        )
+    if len(records) > 1:
+        merged = spf_with(None, [t for r in records for t in r.split()[1:] if not t.lower().endswith("all")])
+        return CheckResult(
+            "spf",
+            domain,
+            Status.PROBLEM,
+            f"{domain} has {len(records)} SPF records; receivers treat that as an error and ignore SPF. "
+            "Replace them with a single record, for example:",
+            zone_txt(domain, spf_with(merged, wanted)),
+            tuple(records),
+        )
+    return None
 
 
 _SPF_STATUS = {

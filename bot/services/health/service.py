@@ -169,7 +169,7 @@ class HealthService:
             if identity is None:
                 return True
             old = IdentityHealth(identity.health)
-            new = old if old == IdentityHealth.PAUSED else IdentityHealth.NEEDS_ATTENTION
+            new: IdentityHealth = old if old == IdentityHealth.PAUSED else IdentityHealth.NEEDS_ATTENTION
             if old != IdentityHealth.PAUSED and not problems(effective):
                 new = IdentityHealth.HEALTHY
             changed = new != old or (

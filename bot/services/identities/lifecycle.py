@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 
-from sqlalchemy import String, and_, cast, func, select, update
+from sqlalchemy import ColumnElement, String, and_, cast, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.services import audit
@@ -55,12 +55,12 @@ def held_until(identity: Identity) -> datetime | None:
     return identity.deleted_at + ADDRESS_HOLD if identity.deleted_at is not None else None
 
 
-def not_deleted() -> object:
+def not_deleted() -> ColumnElement[bool]:
     """SQL condition: the identity is not deleted."""
     return Identity.lifecycle != IdentityLifecycle.DELETED
 
 
-def receives(now: datetime) -> object:
+def receives(now: datetime) -> ColumnElement[bool]:
     """SQL condition: the identity's addresses still receive mail (not deleted, or deleted within the hold)."""
     return (Identity.deleted_at.is_(None)) | (Identity.deleted_at > now - ADDRESS_HOLD)
 

@@ -109,28 +109,8 @@ class IdentityService:
         hourly, daily = int(clean["hourly_limit"]), int(clean["daily_limit"])  # type: ignore[call-overload]
         wants_increase = needs_approval(hourly, daily)
         now = self.clock()
-        identity = Identity(
-            team_id=team_id,
-            kind=IdentityKind(draft.kind),
-            display_name=str(clean["display_name"]),
-            company_name=str(clean["company_name"]),
-            address=str(clean["address"]),
-            hourly_limit=DEFAULT_HOURLY_LIMIT if wants_increase else hourly,
-            daily_limit=DEFAULT_DAILY_LIMIT if wants_increase else daily,
-            forwarding_address=str(clean["forwarding_address"]),
-            notices_channel=str(clean["notices_channel"]),
-            created_by=actor,
-            created_from_view=view_id,
-            created_at=now,
-            updated_at=now,
-        )
-        smtp, signed = clean.get("smtp"), clean.get("sign_in")
-        if isinstance(smtp, SmtpDraft):
-            self._apply_smtp(identity, smtp, draft.esp_provider)
-        if isinstance(signed, SignedInDraft):
-            self._apply_sign_in(identity, signed)
-        if identity.kind == IdentityKind.COMPANY:
-            identity.tracking_address = str(clean["tracking_address"])
+        identity = self._new_identity(draft, clean, actor=actor, team_id=team_id, view_id=view_id, now=now)
+        signed = clean.get("sign_in")
         request: LimitRequest | None = None
         try:
             async with self.db.transaction() as session:
@@ -160,6 +140,43 @@ class IdentityService:
                 return existing
             raise FormErrors({"address": f"{identity.address} was just taken."}) from exc
         return Created(identity, request)
+
+    def _new_identity(
+        self,
+        draft: IdentityDraft,
+        clean: dict[str, object],
+        *,
+        actor: str,
+        team_id: str,
+        view_id: str | None,
+        now: datetime,
+    ) -> Identity:
+        """The row of a validated form; limits above the defaults start on the defaults (an increase is requested)."""
+        hourly, daily = int(clean["hourly_limit"]), int(clean["daily_limit"])  # type: ignore[call-overload]
+        wants_increase = needs_approval(hourly, daily)
+        identity = Identity(
+            team_id=team_id,
+            kind=IdentityKind(draft.kind),
+            display_name=str(clean["display_name"]),
+            company_name=str(clean["company_name"]),
+            address=str(clean["address"]),
+            hourly_limit=DEFAULT_HOURLY_LIMIT if wants_increase else hourly,
+            daily_limit=DEFAULT_DAILY_LIMIT if wants_increase else daily,
+            forwarding_address=str(clean["forwarding_address"]),
+            notices_channel=str(clean["notices_channel"]),
+            created_by=actor,
+            created_from_view=view_id,
+            created_at=now,
+            updated_at=now,
+        )
+        smtp, signed = clean.get("smtp"), clean.get("sign_in")
+        if isinstance(smtp, SmtpDraft):
+            self._apply_smtp(identity, smtp, draft.esp_provider)
+        if isinstance(signed, SignedInDraft):
+            self._apply_sign_in(identity, signed)
+        if identity.kind == IdentityKind.COMPANY:
+            identity.tracking_address = str(clean["tracking_address"])
+        return identity
 
     def _apply_smtp(self, identity: Identity, smtp: SmtpDraft, provider: str | None) -> None:
         identity.esp_provider = provider if provider in PROVIDERS else "other"

@@ -106,18 +106,8 @@ class LimitService:
         (nothing changes) or NotAllowed."""
         identity = await self._identity(identity_id)
         await self.policy.require(actor, identity, IdentityAction.CHANGE_LIMITS)
-        hourly, daily, errors = parse_limits(hourly_text, daily_text)
-        reason = (reason or "").strip()
-        if len(reason) > MAX_REASON:
-            errors["reason"] = f"Keep the reason under {MAX_REASON} characters."
         now = self.clock()
-        until, err = parse_until(until_text, now.date())
-        if err:
-            errors["until"] = err
-        elif until is not None and not errors and not self.needs_manager(identity, hourly, daily):
-            errors["until"] = "Only an increase that needs approval can have an end: leave it empty."
-        if errors:
-            raise FormErrors(errors)
+        hourly, daily, reason, until = self._read_form(identity, hourly_text, daily_text, reason, until_text, now)
         if (hourly, daily) == (identity.hourly_limit, identity.daily_limit):
             return LimitChange(ChangeOutcome.UNCHANGED, identity)
         async with self.db.transaction() as session:
@@ -154,6 +144,29 @@ class LimitService:
                 )
                 result = LimitChange(ChangeOutcome.APPLIED, locked, None, superseded)
         return result
+
+    def _read_form(
+        self,
+        identity: Identity,
+        hourly_text: str | None,
+        daily_text: str | None,
+        reason: str | None,
+        until_text: str | None,
+        now: datetime,
+    ) -> tuple[int, int, str, datetime | None]:
+        """The form's limits, reason and last day, or FormErrors naming each field that is wrong."""
+        hourly, daily, errors = parse_limits(hourly_text, daily_text)
+        reason = (reason or "").strip()
+        if len(reason) > MAX_REASON:
+            errors["reason"] = f"Keep the reason under {MAX_REASON} characters."
+        until, err = parse_until(until_text, now.date())
+        if err:
+            errors["until"] = err
+        elif until is not None and not errors and not self.needs_manager(identity, hourly, daily):
+            errors["until"] = "Only an increase that needs approval can have an end: leave it empty."
+        if errors:
+            raise FormErrors(errors)
+        return hourly, daily, reason, until
 
     @staticmethod
     async def _supersede_pending(session: AsyncSession, identity_id: int, now: datetime) -> list[LimitRequest]:
