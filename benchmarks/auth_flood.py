@@ -148,6 +148,7 @@ async def run(bursts: int, interval: float) -> None:
 
 
 async def measure(runtime: Runtime, fake: FakeSlack, bursts: int, interval: float) -> None:
+    # Long on purpose: one measurement, start to finish (an identity, a flood of bad AUTH, the /healthz probes).
     assert runtime.http_url
     async with runtime.db.transaction() as session:
         session.add(
