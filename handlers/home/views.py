@@ -10,7 +10,6 @@ from slack_sdk.models.blocks import (
     ActionsBlock,
     Block,
     ButtonElement,
-    ConfirmObject,
     DividerBlock,
     HeaderBlock,
     MarkdownTextObject,
@@ -26,6 +25,7 @@ from handlers.home.ids import Home as H
 from handlers.identity.ids import COMMAND
 from handlers.limits.evidence_view import until_text
 from handlers.limits.ids import Limits as L
+from handlers.limits.views import decision_actions
 from models import Identity, LimitRequest
 
 SHOW_TITLE = "Email identity"
@@ -102,39 +102,7 @@ def request_blocks(request: LimitRequest, identity: Identity, viewer: str) -> li
     if request.requested_by == viewer:
         blocks.append(context("Your own request: another manager decides it."))
         return blocks
-    value = str(request.id)
-    blocks.append(
-        ActionsBlock(
-            block_id=H.request_actions(request.id),
-            elements=[
-                ButtonElement(
-                    text="Approve",
-                    action_id=L.approve,
-                    value=value,
-                    style="primary",
-                    confirm=ConfirmObject(
-                        title="Approve the increase?",
-                        text=f"{identity.address} will send up to "
-                        f"{limits_text(request.requested_hourly, request.requested_daily)}, starting now.",
-                        confirm="Approve",
-                        deny="Cancel",
-                    ),
-                ),
-                ButtonElement(
-                    text="Deny",
-                    action_id=L.deny,
-                    value=value,
-                    style="danger",
-                    confirm=ConfirmObject(
-                        title="Deny the increase?",
-                        text=f"{identity.address} keeps its current limits.",
-                        confirm="Deny",
-                        deny="Cancel",
-                    ),
-                ),
-            ],
-        )
-    )
+    blocks.append(decision_actions(identity, request, block_id=H.request_actions(request.id)))
     return blocks
 
 

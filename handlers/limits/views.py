@@ -23,7 +23,7 @@ from bot.services.limits.rules import MAX_TIME_BOX_DAYS
 from handlers.blocks import INPUT_ACTION, RECIPIENTS_HINT, Message, context, escape, limits_text, slack_date
 from handlers.limits.evidence_view import box_state, end_increase_actions, evidence_blocks, until_text
 from handlers.limits.ids import Limits as L
-from models import Identity, LimitRequest
+from models import Identity, LimitRequest, LimitRequestStatus
 from models.tables import DEFAULT_DAILY_LIMIT, DEFAULT_HOURLY_LIMIT, MAX_DAILY_LIMIT
 
 
@@ -146,14 +146,49 @@ def _request_fields(identity: Identity, request: LimitRequest) -> SectionBlock:
 
 
 def decision_text(request: LimitRequest) -> str:
-    if request.status == "approved":
+    if request.status == LimitRequestStatus.APPROVED:
         when = slack_date(request.decided_at)  # type: ignore[arg-type]
         return f":white_check_mark: *Approved* by <@{request.decided_by}> on {when}{box_state(request)}"
-    if request.status == "denied":
+    if request.status == LimitRequestStatus.DENIED:
         return f":no_entry: *Denied* by <@{request.decided_by}> on {slack_date(request.decided_at)}"  # type: ignore[arg-type]
-    if request.status == "superseded":
+    if request.status == LimitRequestStatus.SUPERSEDED:
         return ":fast_forward: *Superseded* by a newer request for this identity."
     return ":hourglass_flowing_sand: Waiting for a manager."
+
+
+def decision_actions(identity: Identity, request: LimitRequest, *, block_id: str) -> ActionsBlock:
+    """Approve and Deny, each asking for confirmation: on the request message and in managers' App Home."""
+    value = str(request.id)
+    return ActionsBlock(
+        block_id=block_id,
+        elements=[
+            ButtonElement(
+                text="Approve",
+                action_id=L.approve,
+                value=value,
+                style="primary",
+                confirm=ConfirmObject(
+                    title="Approve the increase?",
+                    text=f"{identity.address} will send up to "
+                    f"{limits_text(request.requested_hourly, request.requested_daily)}, starting now.",
+                    confirm="Approve",
+                    deny="Cancel",
+                ),
+            ),
+            ButtonElement(
+                text="Deny",
+                action_id=L.deny,
+                value=value,
+                style="danger",
+                confirm=ConfirmObject(
+                    title="Deny the increase?",
+                    text=f"{identity.address} keeps its current limits.",
+                    confirm="Deny",
+                    deny="Cancel",
+                ),
+            ),
+        ],
+    )
 
 
 def approval_request(identity: Identity, request: LimitRequest) -> Message:
@@ -164,48 +199,16 @@ def approval_request(identity: Identity, request: LimitRequest) -> Message:
         *evidence_blocks(request.evidence),
         context(f"Asked on {slack_date(request.created_at)}"),
     ]
-    if request.status == "pending":
-        value = str(request.id)
-        blocks.append(
-            ActionsBlock(
-                block_id=L.decision_block,
-                elements=[
-                    ButtonElement(
-                        text="Approve",
-                        action_id=L.approve,
-                        value=value,
-                        style="primary",
-                        confirm=ConfirmObject(
-                            title="Approve the increase?",
-                            text=f"{identity.address} will send up to "
-                            f"{limits_text(request.requested_hourly, request.requested_daily)}, starting now.",
-                            confirm="Approve",
-                            deny="Cancel",
-                        ),
-                    ),
-                    ButtonElement(
-                        text="Deny",
-                        action_id=L.deny,
-                        value=value,
-                        style="danger",
-                        confirm=ConfirmObject(
-                            title="Deny the increase?",
-                            text=f"{identity.address} keeps its current limits.",
-                            confirm="Deny",
-                            deny="Cancel",
-                        ),
-                    ),
-                ],
-            )
-        )
+    if request.status == LimitRequestStatus.PENDING:
+        blocks.append(decision_actions(identity, request, block_id=L.decision_block))
     else:
         text = decision_text(request)
-        if request.status == "superseded" and identity.deleted_at is not None:
+        if request.status == LimitRequestStatus.SUPERSEDED and identity.deleted_at is not None:
             text = ":wastebasket: *Closed*: the identity was deleted."
         blocks.append(SectionBlock(text=MarkdownTextObject(text=text)))
-        if request.status == "approved" and request.until is not None and request.ended_at is None:
+        if request.status == LimitRequestStatus.APPROVED and request.until is not None and request.ended_at is None:
             blocks.append(end_increase_actions(identity, request))
-    status = {"pending": "waiting for a manager"}.get(request.status, request.status)
+    status = {LimitRequestStatus.PENDING: "waiting for a manager"}.get(request.status, request.status)
     return Message(
         text=f"Limit increase request for {identity.address}: "
         f"{limits_text(request.requested_hourly, request.requested_daily)} ({status})",
@@ -214,7 +217,7 @@ def approval_request(identity: Identity, request: LimitRequest) -> Message:
 
 
 def decision_for_requester(identity: Identity, request: LimitRequest) -> Message:
-    verb = "approved" if request.status == "approved" else "denied"
+    verb = "approved" if request.status == LimitRequestStatus.APPROVED else "denied"
     now = limits_text(identity.hourly_limit, identity.daily_limit)
     text = (
         f"<@{request.requested_by}> your request to raise *{escape(identity.address)}* to "
@@ -244,9 +247,9 @@ def limits_changed(identity: Identity, actor: str) -> Message:
 
 
 def already_decided(request: LimitRequest) -> str:
-    if request.status == "superseded":
+    if request.status == LimitRequestStatus.SUPERSEDED:
         return "This request was replaced by a newer one for the same identity; nothing changed."
-    verb = "approved" if request.status == "approved" else "denied"
+    verb = "approved" if request.status == LimitRequestStatus.APPROVED else "denied"
     when = slack_date(request.decided_at) if request.decided_at else "earlier"
     return f"This request was already {verb} by <@{request.decided_by}> on {when}. Nothing changed."
 
