@@ -7,12 +7,12 @@ from slack_sdk.models.blocks import Block, MarkdownTextObject, SectionBlock
 
 from bot.services.identities.providers import SECURITY_LABELS
 from handlers.blocks import KIND_LABELS, escape, limits_text, status_label
-from models import Identity, LimitRequest
+from models import Identity, IdentityKind, LimitRequest, LimitRequestStatus
 
 
 def identity_details(identity: Identity, request: LimitRequest | None) -> list[Block]:
     limits = limits_text(identity.hourly_limit, identity.daily_limit)
-    if request is not None and request.status == "pending":
+    if request is not None and request.status == LimitRequestStatus.PENDING:
         limits += (
             f"\n_Increase to {limits_text(request.requested_hourly, request.requested_daily)} "
             "requested — waiting for a manager._"
@@ -26,7 +26,7 @@ def identity_details(identity: Identity, request: LimitRequest | None) -> list[B
         MarkdownTextObject(text=f"*Responses forwarded to*\n{escape(identity.forwarding_address)}"),
         MarkdownTextObject(text=f"*Status*\n{status_label(identity)}"),
     ]
-    if identity.kind == "company":
+    if identity.kind == IdentityKind.COMPANY:
         security = SECURITY_LABELS.get(identity.smtp_security or "", identity.smtp_security or "")
         fields.append(
             MarkdownTextObject(

@@ -12,7 +12,7 @@ from bot.services.policy import IdentityAction, NotPermitted
 from bot.services.registry import Services
 from handlers.blocks import limits_text, loading_view, problem_view, refused_view
 from handlers.identity.form import values_from_identity
-from handlers.identity.form_state import FormMeta
+from handlers.identity.form_state import FormMeta, FormMode
 from handlers.identity.form_view import identity_form
 from handlers.identity.sign_in_view import sign_in_offer
 from models import Identity
@@ -36,7 +36,7 @@ async def open_edit_form(
         await client.views_update(view_id=opened["id"], view=refused_view(TITLE, refusal))
         return
     meta = FormMeta(
-        mode="edit",
+        mode=FormMode.EDIT,
         identity_id=identity.id,
         channel=identity.notices_channel,
         kind=identity.kind,

@@ -15,7 +15,7 @@ from bot.services.identities.providers import PROVIDERS
 from bot.services.policy import NotPermitted
 from bot.services.registry import Services
 from handlers.blocks import limits_text, refused_view
-from handlers.identity.form_state import FormMeta, FormValues
+from handlers.identity.form_state import FormMeta, FormMode, FormValues, SetupTest
 from handlers.identity.form_view import identity_form, saved_view
 from handlers.identity.ids import IdentityForm as F
 from handlers.identity.sign_in_view import sign_in_offer
@@ -88,7 +88,7 @@ def values_from_identity(identity: Identity) -> FormValues:
 
 def forget_test(meta: FormMeta) -> None:
     """The settings are being replaced: drop the last test's result (and its fingerprint)."""
-    meta.test_state, meta.test_message, meta.tested = "none", None, None
+    meta.test_state, meta.test_message, meta.tested = SetupTest.NOT_RUN, None, None
 
 
 class IdentityFormListeners:
@@ -207,7 +207,7 @@ class IdentityFormListeners:
         values = values_from_draft(draft)
         limits = await self._current_limits(meta)
         stored = await self._password_again(meta, draft)
-        meta.test_state, meta.test_message, meta.tested = "testing", None, None
+        meta.test_state, meta.test_message, meta.tested = SetupTest.TESTING, None, None
         testing = await self._update(client, view, self.render(values, meta, who=body, limits=limits))
         if testing is None:
             return
@@ -217,7 +217,7 @@ class IdentityFormListeners:
         except NotPermitted as refusal:
             await self._update(client, testing, refused_view("Edit email identity", refusal))
             return
-        meta.test_state = "ok" if result.ok else "failed"
+        meta.test_state = SetupTest.PASSED if result.ok else SetupTest.FAILED
         meta.test_message = result.message
         meta.tested = fingerprint
         await self._update(client, testing, self.render(values, meta, who=body, limits=limits))
@@ -228,7 +228,7 @@ class IdentityFormListeners:
         draft = draft_from_view(view, meta, user)
         identities = self.services.identities
         try:
-            if meta.mode == "edit" and meta.identity_id is not None:
+            if meta.mode == FormMode.EDIT and meta.identity_id is not None:
                 updated = await identities.update(meta.identity_id, draft, actor=user)
                 await ack(
                     response_action="update",

@@ -5,8 +5,24 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass
+from enum import StrEnum
 
+from models import IdentityKind
 from models.tables import DEFAULT_DAILY_LIMIT, DEFAULT_HOURLY_LIMIT
+
+
+class FormMode(StrEnum):
+    NEW = "new"
+    EDIT = "edit"
+
+
+class SetupTest(StrEnum):
+    """Where the form's "Test email setup" stands."""
+
+    NOT_RUN = "none"
+    TESTING = "testing"
+    PASSED = "ok"
+    FAILED = "failed"
 
 
 @dataclass
@@ -14,15 +30,15 @@ class FormMeta:
     """What the modal carries in private_metadata. Never secrets: it round-trips through Slack. `tested` is a
     keyed HMAC of the SMTP settings (password included) that last passed "Test email setup"."""
 
-    mode: str = "new"  # "new" | "edit"
+    mode: str = FormMode.NEW
     identity_id: int | None = None
     channel: str | None = None
-    kind: str = "platform"
+    kind: str = IdentityKind.PLATFORM
     address_version: int = 1
     smtp_version: int = 1
     tracking_address: str | None = None
     tested: str | None = None
-    test_state: str = "none"  # "none" | "testing" | "ok" | "failed"
+    test_state: str = SetupTest.NOT_RUN
     test_message: str | None = None
     sign_in: str | None = None  # signed in with Microsoft/Google as this mailbox (instead of a password)
     sign_in_problem: str | None = None  # why the last sign-in gave no mailbox (SignInProblem)
@@ -44,7 +60,7 @@ class FormMeta:
 class FormValues:
     """What the form shows. Never holds the SMTP password: Slack keeps what was typed in that input."""
 
-    kind: str = "platform"
+    kind: str = IdentityKind.PLATFORM
     display_name: str | None = None
     company_name: str | None = None
     address: str | None = None

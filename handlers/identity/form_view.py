@@ -24,7 +24,7 @@ from slack_sdk.models.views import View
 from bot.services.identities.providers import PROVIDERS, SECURITY_LABELS
 from handlers.blocks import INPUT_ACTION, KIND_LABELS, RECIPIENTS_HINT, context, escape, limits_text, versioned
 from handlers.details import tracking_instructions
-from handlers.identity.form_state import FormMeta, FormValues
+from handlers.identity.form_state import FormMeta, FormMode, FormValues, SetupTest
 from handlers.identity.ids import COMMAND
 from handlers.identity.ids import IdentityForm as F
 from handlers.identity.sign_in_view import SignInOffer, with_sign_in
@@ -32,13 +32,13 @@ from models import IdentityKind
 from models.tables import DEFAULT_DAILY_LIMIT, DEFAULT_HOURLY_LIMIT, MAX_DAILY_LIMIT
 
 KIND_OPTIONS = {
-    "platform": Option(
-        value="platform",
+    IdentityKind.PLATFORM: Option(
+        value=IdentityKind.PLATFORM,
         label="Platform domain (recommended)",
         description="An address under our domain: managed reputation, fewer bounces, leads sorted for you.",
     ),
-    "company": Option(
-        value="company",
+    IdentityKind.COMPANY: Option(
+        value=IdentityKind.COMPANY,
         label="Company domain",
         description="Your own address, sent through your company's mail server (SMTP).",
     ),
@@ -71,7 +71,7 @@ def _text_input(
 
 
 def _kind_blocks(values: FormValues, meta: FormMeta) -> list[Block]:
-    if meta.mode == "edit":
+    if meta.mode == FormMode.EDIT:
         return [context(f"*Kind:* {KIND_LABELS.get(meta.kind, meta.kind)}")]
     return [
         InputBlock(
@@ -86,7 +86,7 @@ def _kind_blocks(values: FormValues, meta: FormMeta) -> list[Block]:
 
 
 def _address_blocks(values: FormValues, meta: FormMeta, platform_domain: str, notice: str | None) -> list[Block]:
-    if meta.mode == "edit":
+    if meta.mode == FormMode.EDIT:
         return [context(f"*Email address:* {escape(values.address or '')} (can't be changed)")]
     block_id = versioned(F.address, meta.address_version)
     if meta.kind == IdentityKind.COMPANY:
@@ -121,7 +121,7 @@ def _address_blocks(values: FormValues, meta: FormMeta, platform_domain: str, no
 
 
 def _limit_blocks(values: FormValues, meta: FormMeta, current: str | None) -> list[Block]:
-    if meta.mode == "edit":
+    if meta.mode == FormMode.EDIT:
         address = escape(values.address or "")
         return [context(f"*Sending limits:* {current}. Change them with `{COMMAND} limits {address}`.")]
     return [
@@ -152,11 +152,11 @@ def _limit_blocks(values: FormValues, meta: FormMeta, current: str | None) -> li
 
 
 def test_result_text(meta: FormMeta) -> str:
-    if meta.test_state == "testing":
+    if meta.test_state == SetupTest.TESTING:
         return ":hourglass_flowing_sand: Testing… connecting to your mail server."
-    if meta.test_state == "ok":
+    if meta.test_state == SetupTest.PASSED:
         return f":white_check_mark: *{escape(meta.test_message or '')}*"
-    if meta.test_state == "failed":
+    if meta.test_state == SetupTest.FAILED:
         return f":x: {escape(meta.test_message or '')}"
     return "Not tested yet. *Test email setup* runs a real session with these settings; saving needs a passing test."
 
@@ -224,7 +224,7 @@ def _login_blocks(values: FormValues, meta: FormMeta) -> list[Block]:
     """How to log in, the setup test with its result, and the CC tracking instructions."""
     provider = PROVIDERS.get(values.provider or "", None)
     keep = ""
-    if meta.mode == "edit":
+    if meta.mode == FormMode.EDIT:
         keep = (
             " Type the password again: the server, port, security or username changed, and the saved password is "
             "only sent to the server it was saved for."
@@ -244,7 +244,7 @@ def _login_blocks(values: FormValues, meta: FormMeta) -> list[Block]:
         InputBlock(
             block_id=F.smtp_password,
             label="SMTP password",
-            optional=meta.mode == "edit" and not meta.password_again,
+            optional=meta.mode == FormMode.EDIT and not meta.password_again,
             hint=(provider.password_hint if provider else PROVIDERS["other"].password_hint) + keep,
             element=PlainTextInputElement(
                 action_id=INPUT_ACTION, placeholder="16-character app password", max_length=200
@@ -298,7 +298,7 @@ def identity_form(
     return View(
         type="modal",
         callback_id=F.callback,
-        title="Edit email identity" if meta.mode == "edit" else "New email identity",
+        title="Edit email identity" if meta.mode == FormMode.EDIT else "New email identity",
         submit="Save changes",
         close="Cancel",
         private_metadata=meta.dumps(),

@@ -10,7 +10,7 @@ from bot.services.identities.lifecycle import ADDRESS_HOLD
 from bot.services.notifier import LifecycleChange, LifecycleEvent
 from handlers.blocks import Message, context, escape, slack_date
 from handlers.identity.ids import Lifecycle as LC
-from models import Identity
+from models import Identity, IdentityStatus
 
 HOLD_DAYS = ADDRESS_HOLD.days
 DELETE_TITLE = "Delete identity"
@@ -64,7 +64,7 @@ def lifecycle_message(identity: Identity, event: LifecycleEvent) -> Message:
         plain = f"{identity.address} was disabled: its mail is refused until it is enabled again."
     elif event.change == LifecycleChange.ENABLED:
         text = f":arrow_forward: {who} *enabled* {address} on {when}. It sends again" + (
-            "." if identity.status == "ready" else " once its verification steps pass."
+            "." if identity.status == IdentityStatus.READY else " once its verification steps pass."
         )
         plain = f"{identity.address} was enabled."
     else:
