@@ -2,12 +2,12 @@
 per recipient), one-click unsubscribe, the copies that go out (signed for platform mail), the reports about refused
 recipients, and the submission decisions the SMTP gateway asks for."""
 
-# Names are loaded on first use (PEP 562), so a process that needs one part (the inbound door needs the store and
-# unsubscribe tokens, not the OAuth client or DKIM) does not import the rest.
+# Names are loaded on first use (bot/services/lazy.py): the inbound door imports only the parts it needs.
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from bot.services.lazy import exports
 
 if TYPE_CHECKING:
     from bot.services.gateway.credentials import GatewayCredentials, IssuedCredential
@@ -68,8 +68,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(module), name)
+__getattr__ = exports(__name__, _EXPORTS)
