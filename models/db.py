@@ -14,6 +14,8 @@ from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.exc import StatementError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
+from models.base import Base
+
 MIGRATIONS = Path(__file__).parent / "migrations"
 log = logging.getLogger(__name__)
 
@@ -95,6 +97,12 @@ class Database:
             finally:
                 if driver is not None:
                     await driver.execute("PRAGMA foreign_keys=ON")
+
+    async def create_tables(self, *tables: type[Base]) -> None:
+        """Create these tables where missing: for a database outside the migrations (the replay guard's own SQLite
+        file, whose rows live minutes and which may be deleted at any time)."""
+        async with self.engine.begin() as conn:
+            await conn.run_sync(Base.metadata.create_all, tables=[t.__table__ for t in tables])
 
     async def dispose(self) -> None:
         await self.engine.dispose()

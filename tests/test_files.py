@@ -41,7 +41,9 @@ async def test_modes_after_start_and_after_the_first_mail_to_the_outbox(tmp_path
     try:
         assert mode(data) == 0o700
         db_file = data / "identity-bot.db"
-        for path in (db_file, Path(f"{db_file}-wal"), Path(f"{db_file}-shm"), data / "secret.key"):
+        seen = Path(f"{db_file}-seen")  # the replay guard's own file (SQLite)
+        databases = (db_file, Path(f"{db_file}-wal"), Path(f"{db_file}-shm"), seen, Path(f"{seen}-wal"))
+        for path in (*databases, data / "secret.key"):
             assert path.exists() and mode(path) == 0o600, (path.name, oct(mode(path)))
 
         await create_platform_identity(bot)

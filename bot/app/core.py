@@ -76,7 +76,10 @@ def build_core(
     inbound_address: InboundAddress = lambda: None,
     judge: Judge | None = None,
     gateway_port: Callable[[], int | None] = lambda: None,
+    seen_requests: Database | None = None,
 ) -> Core:
+    """Every service and mail path; `seen_requests` is the replay guard's database (parts.seen_requests_database),
+    the main one when not given."""
     s = settings
     secrets = secret_box(s)
     mail = MailSender(
@@ -87,7 +90,9 @@ def build_core(
     )
     oauth_http = oauth.OAuthHttp()
     signer = dkim_signer(s)
-    services = _services(s, db, notifier, Policy(managers), secrets, mail, delivery, oauth_http, signer, gateway_port)
+    policy = Policy(managers)
+    replay = ReplayGuard(seen_requests or db)
+    services = _services(s, db, notifier, policy, secrets, mail, delivery, oauth_http, signer, gateway_port, replay)
     incoming, drain, store, submission, unsubscribes = _mail_paths(s, db, notifier, services, delivery, signer, judge)
     return Core(services, secrets, delivery, incoming, store, submission, oauth_http, unsubscribes, signer, drain)
 
@@ -103,6 +108,7 @@ def _services(
     oauth_http: oauth.OAuthHttp,
     signer: DkimSigner,
     gateway_port: Callable[[], int | None],
+    replay: ReplayGuard,
 ) -> Services:
     """One instance of each feature's service, wired to the others it needs."""
     s = settings
@@ -144,7 +150,7 @@ def _services(
         window=window,
         credentials=credentials,
         sign_in=MailboxSignIn(db, secrets, grants, notifier, public_url=s.public_url),
-        replay=ReplayGuard(db),
+        replay=replay,
         health=health,
         lifecycle=IdentityLifecycleService(db, notifier, policy),
         time_boxes=TimeBoxes(db, notifier, policy),

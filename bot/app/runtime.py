@@ -15,7 +15,14 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 import handlers
 from bot.app.core import Core, build_core
-from bot.app.parts import build_slack_client, key_problem, open_database, server_tls, signing_key_error
+from bot.app.parts import (
+    build_slack_client,
+    key_problem,
+    open_database,
+    seen_requests_database,
+    server_tls,
+    signing_key_error,
+)
 from bot.config import Settings
 from bot.door import DoorConfig, DoorProcess
 from bot.jobs import Jobs
@@ -44,6 +51,7 @@ class Runtime:
 
     settings: Settings
     db: Database = field(init=False)
+    seen_requests: Database = field(init=False)  # the replay guard's (parts.seen_requests_database)
     app: AsyncApp = field(init=False)
     services: Services = field(init=False)
     secrets: SecretBox = field(init=False)
@@ -68,6 +76,7 @@ class Runtime:
         s = self.settings
         quiet_libraries()
         self.db = open_database(s)
+        self.seen_requests = seen_requests_database(s, self.db)
         client = build_slack_client(s)
         self.app = AsyncApp(
             client=client,
@@ -88,6 +97,7 @@ class Runtime:
             inbound_address=self._inbound_address,
             judge=self.judges,
             gateway_port=lambda: self.gateway.port or None,
+            seen_requests=self.seen_requests,
         )
         self.services = core.services
         self.home.bind(core.services)
@@ -170,6 +180,7 @@ class Runtime:
             except DkimKeyError as exc:
                 raise signing_key_error(exc, s) from None
         await self.db.upgrade()
+        await self.services.replay.prepare()
         try:
             await check_key(self.db, self.secrets)
         except KeyMismatch as exc:
@@ -218,6 +229,8 @@ class Runtime:
             await self.oauth_http.close()
         if getattr(self, "signer", None) is not None:
             self.signer.close()
+        if getattr(self, "seen_requests", None) is not None and self.seen_requests is not self.db:
+            await self.seen_requests.dispose()
         if getattr(self, "db", None) is not None:
             await self.db.dispose()
 

@@ -3,7 +3,12 @@ one could be sent again and act again. The first sighting of each (verified) sig
 with a unique key — one insert decides, across every process sharing the database — and a second sighting is a
 replay. Slack's own retries carry a new timestamp and so a new signature: they are not affected.
 
-Rows are kept until Slack's timestamp check would refuse the request anyway, then pruned."""
+Rows are kept until Slack's timestamp check would refuse the request anyway, then pruned.
+
+The sighting is written before the ack, so where it is written matters: on SQLite (one writer at a time, and the
+inbound server commits mail continuously during a flood) the composition root gives the guard a database file of its
+own beside the main one, so Slack's acks never queue behind mail; processes sharing the SQLite file share that one
+too. On PostgreSQL it is the main database (row-level, no such queue)."""
 
 from __future__ import annotations
 
@@ -29,6 +34,10 @@ class ReplayGuard:
         self.db = db
         self.clock = clock
         self._pruned_at: datetime | None = None
+
+    async def prepare(self) -> None:
+        """Create the table where the migrations do not (the SQLite side file); a no-op on the main database."""
+        await self.db.create_tables(SeenRequest)
 
     async def first_sighting(self, signature: str, timestamp: str) -> bool:
         """True the first time a (verified) request signature is seen; False when it was seen before (a replay)."""
