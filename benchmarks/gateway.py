@@ -8,7 +8,7 @@ each) from K concurrent connections in a separate client process, each connectio
 messages. An identity may send at most 250 emails a day (a schema constraint), so the load is spread over several
 identities with limits of 250/250 and at most 240 messages each: nothing is refused, and the difference between the
 two runs is the cost of the check (a locked count + insert per recipient at RCPT, and the settle after the relay).
-Platform mail is not signed here (no DKIM key): the signing cost is measured apart (README). Measures SQLite and
+Platform mail is not signed here (no DKIM key), so signing is not in these figures. Measures SQLite and
 PostgreSQL (a scratch database created for the run and dropped after it; skipped when none is reachable); or pass
 --database-url of an existing SCRATCH database (identities it creates are deleted at the end, the audit events of
 their credentials stay, as audit events do).
