@@ -21,6 +21,7 @@ from bot.services.incoming.judging import Job, Verdict
 from bot.services.incoming.workers import JudgeFailed
 from bot.services.notifier import NullNotifier, OperatorEvent, OperatorNotice
 from models import Database, InboundMessage, MessageKind
+from tests.test_gateway_recipients import eventually
 from tests.test_inbound_door import ADDRESS, OPS, Door, door  # noqa: F401
 from tests.test_incoming import DOMAINS, LEAD_REPLY, Calls, identity, store  # noqa: F401
 
@@ -66,9 +67,14 @@ async def test_30000_part_and_1500_deep_leads_are_forwarded_and_slack_and_health
         forward = await forwarded
         [attachment] = list(forward.iter_attachments())
         assert attachment.get_payload(decode=True) == raw  # the original, untouched
-    async with door.bot.db.session() as session:
-        rows = list(await session.scalars(select(InboundMessage).order_by(InboundMessage.id)))
-    assert [(r.classification, r.attempts, r.parked_at) for r in rows] == [("lead", 0, None), ("lead", 0, None)]
+
+    async def outcomes() -> list[tuple[str | None, int, object]]:
+        async with door.bot.db.session() as session:
+            rows = list(await session.scalars(select(InboundMessage).order_by(InboundMessage.id)))
+        return [(r.classification, r.attempts, r.parked_at) for r in rows]
+
+    # The forward goes out before its row records the outcome: wait (bounded) for the record, not just the forward.
+    await eventually(outcomes, [("lead", 0, None), ("lead", 0, None)])
 
 
 class FailingJudge:
