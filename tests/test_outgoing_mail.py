@@ -33,6 +33,7 @@ from tests.mailservers import (  # noqa: F401
     trust_mail_ca_fixture,
 )
 from tests.test_cli import cli
+from tests.test_gateway_recipients import eventually
 
 ANN = f"ann@{PLATFORM_DOMAIN}"
 COMPANY = "jane@acme.example.com"
@@ -295,9 +296,14 @@ async def test_one_click_unsubscribe_by_mail_to_the_mailto_address(mailbot: Mail
     code, text = await rcpt_reply(mb, credential, ANN, LEAD)
     assert code == 550 and "unsubscribed on" in text
     assert await suppression_count(mb.db) == 1
-    async with mb.db.session() as session:
-        stored = (await session.scalars(select(InboundMessage))).one()
-    assert (stored.classification, stored.classified_by) == ("unsubscribe", "list-unsubscribe-mailto")
+
+    async def stored() -> tuple[str | None, str | None]:
+        async with mb.db.session() as session:
+            row = (await session.scalars(select(InboundMessage))).one()
+        return row.classification, row.classified_by
+
+    # The suppression commits first, the message's outcome just after: wait (bounded) for the outcome too.
+    await eventually(stored, ("unsubscribe", "list-unsubscribe-mailto"))
 
 
 async def test_a_reply_that_copies_the_unsubscribe_address_unsubscribes_and_still_reaches_the_team(
